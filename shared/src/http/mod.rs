@@ -1,0 +1,8 @@
+//! HTTP concerns shared by every entry point: routing, bodies, errors.
+
+pub mod body;
+pub mod error;
+pub mod routes;
+
+pub use error::{ApiError, json_response};
+pub use routes::{Function, ROUTES, resolve};

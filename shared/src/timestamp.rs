@@ -1,0 +1,30 @@
+//! RFC 3339 UTC timestamps with a `Z` suffix at PostgreSQL's precision (microseconds).
+
+use serde::Serializer;
+use time::{OffsetDateTime, UtcOffset, format_description::FormatItem, macros::format_description};
+
+const RFC3339_MICROS: &[FormatItem<'static>] = format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+);
+
+pub fn format(at: OffsetDateTime) -> String {
+    // Formatting a UTC date with this description cannot fail for years 0..=9999.
+    at.to_offset(UtcOffset::UTC)
+        .format(RFC3339_MICROS)
+        .unwrap_or_default()
+}
+
+pub fn serialize<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format(*at))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    #[test]
+    fn formats_utc_with_microseconds_and_z() {
+        let at = datetime!(2026-11-27 19:21:22.639 +01:00);
+        assert_eq!(super::format(at), "2026-11-27T18:21:22.639000Z");
+    }
+}
