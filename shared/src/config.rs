@@ -116,7 +116,10 @@ impl Config {
             return Err(ConfigError::invalid("JWKS_URL", "must be an http(s) URL"));
         }
         if runtime == Runtime::Lambda && !auth.is_configured() {
-            return Err(ConfigError::MissingEither("JWKS_URL", "JWT_SECRET / JWT_SECRET_ARN"));
+            return Err(ConfigError::MissingEither(
+                "JWKS_URL",
+                "JWT_SECRET / JWT_SECRET_ARN",
+            ));
         }
         if let Some(secret) = &auth.hs256_secret
             && secret.expose_secret().len() < 32
@@ -149,7 +152,12 @@ impl Config {
     }
 }
 
-fn parse_in_range(var: &'static str, raw: &str, min: usize, max: usize) -> Result<usize, ConfigError> {
+fn parse_in_range(
+    var: &'static str,
+    raw: &str,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
     raw.trim()
         .parse::<usize>()
         .ok()
@@ -163,8 +171,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)], runtime: Runtime) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(&|name| map.get(name).cloned(), runtime)
     }
 
@@ -174,8 +184,14 @@ mod tests {
         assert!(err.to_string().contains("DATABASE_URL"), "{err}");
         let err = config(&[("DATABASE_URL", "postgres://h/db")], Runtime::Lambda).unwrap_err();
         assert!(err.to_string().contains("JWKS_URL"), "{err}");
-        let ok = config(&[("DATABASE_URL", "postgres://h/db"), ("JWKS_URL", "https://a/jwks")], Runtime::Lambda)
-            .unwrap();
+        let ok = config(
+            &[
+                ("DATABASE_URL", "postgres://h/db"),
+                ("JWKS_URL", "https://a/jwks"),
+            ],
+            Runtime::Lambda,
+        )
+        .unwrap();
         assert_eq!(ok.database.pool_size, 1);
     }
 
@@ -191,17 +207,27 @@ mod tests {
     #[test]
     fn secrets_never_print() {
         let ok = config(
-            &[("DATABASE_URL", "postgres://u:hunter2@h/db"), ("JWT_SECRET", "topsecretvalue")],
+            &[
+                ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+                ("JWT_SECRET", "topsecretvalue"),
+            ],
             Runtime::Local,
         )
         .unwrap();
         let printed = format!("{ok:?}");
-        assert!(!printed.contains("hunter2") && !printed.contains("topsecretvalue"), "{printed}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("topsecretvalue"),
+            "{printed}"
+        );
     }
 
     #[test]
     fn bad_numbers_name_the_variable() {
-        for (var, value) in [("PORT", "0"), ("DATABASE_POOL_SIZE", "x"), ("DATABASE_TIMEOUT_MS", "1")] {
+        for (var, value) in [
+            ("PORT", "0"),
+            ("DATABASE_POOL_SIZE", "x"),
+            ("DATABASE_TIMEOUT_MS", "1"),
+        ] {
             let err = config(&[(var, value)], Runtime::Local).unwrap_err();
             assert!(err.to_string().contains(var), "{err}");
         }
@@ -209,7 +235,11 @@ mod tests {
 
     #[test]
     fn cors_origins_are_split_and_normalized() {
-        let ok = config(&[("CORS_ALLOWED_ORIGINS", "http://a.test/, https://b.test ,")], Runtime::Local).unwrap();
+        let ok = config(
+            &[("CORS_ALLOWED_ORIGINS", "http://a.test/, https://b.test ,")],
+            Runtime::Local,
+        )
+        .unwrap();
         assert_eq!(ok.cors_allowed_origins, ["http://a.test", "https://b.test"]);
     }
 }

@@ -203,7 +203,10 @@ fn connection_setup(
 }
 
 /// One unpooled session, e.g. for migrations (which need session-level advisory locks).
-pub async fn connect_admin(url: &str, ca_cert: Option<&str>) -> Result<tokio_postgres::Client, String> {
+pub async fn connect_admin(
+    url: &str,
+    ca_cert: Option<&str>,
+) -> Result<tokio_postgres::Client, String> {
     let (pg, tls) =
         connection_setup(url, ca_cert, Duration::from_secs(10)).map_err(|e| e.to_string())?;
     match tls {
@@ -323,21 +326,27 @@ mod tests {
         let config = parsed.config;
         assert_eq!(config.get_ssl_mode(), SslMode::Require);
         assert_eq!(config.get_channel_binding(), ChannelBinding::Require);
-        assert_eq!(config.get_options(), Some("endpoint=ep-cool-darkness-123456"));
+        assert_eq!(
+            config.get_options(),
+            Some("endpoint=ep-cool-darkness-123456")
+        );
         assert_eq!(config.get_user(), Some("alex"));
         assert_eq!(config.get_dbname(), Some("dbname"));
         assert_eq!(
             config.get_hosts(),
-            [Host::Tcp("ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech".into())]
+            [Host::Tcp(
+                "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech".into()
+            )]
         );
         assert_eq!(config.get_ports(), [5432]);
     }
 
     #[test]
     fn libpq_only_parameters_are_mapped() {
-        let parsed =
-            ParsedUrl::parse("postgres://u@db.example.com/x?sslmode=verify-full&sslrootcert=/ca.pem")
-                .unwrap();
+        let parsed = ParsedUrl::parse(
+            "postgres://u@db.example.com/x?sslmode=verify-full&sslrootcert=/ca.pem",
+        )
+        .unwrap();
         assert_eq!(parsed.config.get_ssl_mode(), SslMode::Require);
         assert_eq!(parsed.root_cert.as_deref(), Some("/ca.pem"));
     }

@@ -108,7 +108,11 @@ async fn handle(
         Function::GetTask => {
             let id = task_id_of(task_id)?;
             let task = found(sql::get(db, &who, id).await?)?;
-            Ok(envelope(StatusCode::OK, &task, "Task retrieved successfully"))
+            Ok(envelope(
+                StatusCode::OK,
+                &task,
+                "Task retrieved successfully",
+            ))
         }
         Function::UpdateTask => {
             let input = task_input(request, BodyKind::Replace)?;
@@ -177,7 +181,13 @@ fn found(task: Option<Task>) -> Result<Task, ApiError> {
 }
 
 fn envelope(status: StatusCode, task: &Task, message: &'static str) -> Response<Body> {
-    json_response(status, &Envelope { data: task, message })
+    json_response(
+        status,
+        &Envelope {
+            data: task,
+            message,
+        },
+    )
 }
 
 #[derive(Serialize)]

@@ -45,7 +45,12 @@ impl State {
     /// when `*_ARN` variables are used), with every setting mandatory.
     pub async fn for_lambda() -> Result<Self, ConfigError> {
         let resolved = secrets::resolve(&|name| std::env::var(name).ok()).await?;
-        let env = |name: &str| resolved.get(name).cloned().or_else(|| std::env::var(name).ok());
+        let env = |name: &str| {
+            resolved
+                .get(name)
+                .cloned()
+                .or_else(|| std::env::var(name).ok())
+        };
         Self::new(Config::from_lookup(&env, Runtime::Lambda)?)
     }
 }

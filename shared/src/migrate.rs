@@ -52,7 +52,8 @@ pub async fn connect(url: &str, ca_cert: Option<&str>) -> Result<Client, String>
 /// Creates the database named in `url` if it does not exist (local development and tests),
 /// connecting to the server's `postgres` database to do so.
 pub async fn create_database_if_missing(url: &str) -> Result<(), String> {
-    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("bad DATABASE_URL: {e}"))?;
+    let config: tokio_postgres::Config =
+        url.parse().map_err(|e| format!("bad DATABASE_URL: {e}"))?;
     let Some(name) = config.get_dbname().map(str::to_owned) else {
         return Ok(());
     };
@@ -67,7 +68,10 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), String> {
         .is_some();
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        match client.batch_execute(&format!("CREATE DATABASE {quoted}")).await {
+        match client
+            .batch_execute(&format!("CREATE DATABASE {quoted}"))
+            .await
+        {
             Ok(()) => tracing::info!(database = %name, "created database"),
             // Another process created it first.
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}

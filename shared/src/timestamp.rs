@@ -3,9 +3,8 @@
 use serde::Serializer;
 use time::{OffsetDateTime, UtcOffset, format_description::FormatItem, macros::format_description};
 
-const RFC3339_MICROS: &[FormatItem<'static>] = format_description!(
-    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-);
+const RFC3339_MICROS: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
 pub fn format(at: OffsetDateTime) -> String {
     // Formatting a UTC date with this description cannot fail for years 0..=9999.

@@ -109,7 +109,10 @@ impl JwksCache {
     }
 
     async fn fetch_keys(&self) -> Result<HashMap<String, Arc<VerificationKey>>, String> {
-        let client = self.client.get_or_try_init(|| async { https_client() }).await?;
+        let client = self
+            .client
+            .get_or_try_init(|| async { https_client() })
+            .await?;
         let uri: hyper::Uri = self.url.parse().map_err(|e| format!("bad JWKS_URL: {e}"))?;
         let fetch = async {
             let response = client.get(uri).await.map_err(|e| e.to_string())?;

@@ -167,6 +167,3 @@ fn reason_for(kind: &ErrorKind) -> &'static str {
         _ => "invalid token",
     }
 }
-
-#[cfg(test)]
-mod tests;

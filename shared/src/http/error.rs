@@ -153,13 +153,18 @@ impl ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             Self::Unauthorized { reason } => {
-                let value = format!(r#"Bearer error="invalid_token", error_description="{reason}""#);
+                let value =
+                    format!(r#"Bearer error="invalid_token", error_description="{reason}""#);
                 if let Ok(value) = HeaderValue::from_str(&value) {
                     headers.insert(header::WWW_AUTHENTICATE, value);
                 }
             }
             Self::MethodNotAllowed { allow } => {
-                let allow = allow.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+                let allow = allow
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 if let Ok(value) = HeaderValue::from_str(&allow) {
                     headers.insert(header::ALLOW, value);
                 }

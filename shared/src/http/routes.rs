@@ -42,12 +42,36 @@ pub struct Route {
 pub const TASK_ID_PARAM: &str = "{task_id}";
 
 pub const ROUTES: [Route; 7] = [
-    Route { method: Method::GET, path: "/health", function: Function::Health },
-    Route { method: Method::GET, path: "/api/tasks", function: Function::ListTasks },
-    Route { method: Method::POST, path: "/api/tasks", function: Function::CreateTask },
-    Route { method: Method::GET, path: "/api/tasks/{task_id}", function: Function::GetTask },
-    Route { method: Method::PUT, path: "/api/tasks/{task_id}", function: Function::UpdateTask },
-    Route { method: Method::DELETE, path: "/api/tasks/{task_id}", function: Function::DeleteTask },
+    Route {
+        method: Method::GET,
+        path: "/health",
+        function: Function::Health,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/tasks",
+        function: Function::ListTasks,
+    },
+    Route {
+        method: Method::POST,
+        path: "/api/tasks",
+        function: Function::CreateTask,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/tasks/{task_id}",
+        function: Function::GetTask,
+    },
+    Route {
+        method: Method::PUT,
+        path: "/api/tasks/{task_id}",
+        function: Function::UpdateTask,
+    },
+    Route {
+        method: Method::DELETE,
+        path: "/api/tasks/{task_id}",
+        function: Function::DeleteTask,
+    },
     Route {
         method: Method::PATCH,
         path: "/api/tasks/{task_id}/toggle",
@@ -110,24 +134,39 @@ mod tests {
             let path = route.path.replace(TASK_ID_PARAM, "abc");
             let matched = resolve(&route.method, &path).unwrap();
             assert_eq!(matched.function, route.function);
-            assert_eq!(matched.task_id.is_some(), route.path.contains(TASK_ID_PARAM));
+            assert_eq!(
+                matched.task_id.is_some(),
+                route.path.contains(TASK_ID_PARAM)
+            );
         }
     }
 
     #[test]
     fn unknown_paths_are_not_found() {
-        for path in ["/", "/api", "/api/tasks/", "/api/tasks/x/", "/api/tasks//toggle", "/health/"] {
-            assert!(matches!(resolve(&Method::GET, path), Err(ApiError::NotFound)), "{path}");
+        for path in [
+            "/",
+            "/api",
+            "/api/tasks/",
+            "/api/tasks/x/",
+            "/api/tasks//toggle",
+            "/health/",
+        ] {
+            assert!(
+                matches!(resolve(&Method::GET, path), Err(ApiError::NotFound)),
+                "{path}"
+            );
         }
     }
 
     #[test]
     fn known_paths_with_other_methods_list_the_allowed_ones() {
-        let Err(ApiError::MethodNotAllowed { allow }) = resolve(&Method::HEAD, "/api/tasks/x") else {
+        let Err(ApiError::MethodNotAllowed { allow }) = resolve(&Method::HEAD, "/api/tasks/x")
+        else {
             panic!("expected 405");
         };
         assert_eq!(allow, [Method::GET, Method::PUT, Method::DELETE]);
-        let Err(ApiError::MethodNotAllowed { allow }) = resolve(&Method::DELETE, "/api/tasks") else {
+        let Err(ApiError::MethodNotAllowed { allow }) = resolve(&Method::DELETE, "/api/tasks")
+        else {
             panic!("expected 405");
         };
         assert_eq!(allow, [Method::GET, Method::POST]);

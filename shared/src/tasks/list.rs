@@ -54,7 +54,8 @@ impl Cursor {
         let text = std::str::from_utf8(&bytes).ok()?;
         let (micros, id) = text.split_once(':')?;
         let micros: i128 = micros.parse().ok()?;
-        let created_at = OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1_000)?).ok()?;
+        let created_at =
+            OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1_000)?).ok()?;
         Some(Self {
             created_at,
             id: Uuid::parse_str(id).ok()?,
@@ -163,7 +164,11 @@ mod tests {
             id: Uuid::now_v7(),
         };
         let encoded = cursor.encode();
-        assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            encoded
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_eq!(Cursor::decode(&encoded), Some(cursor));
         let query = format!("cursor={encoded}");
         assert_eq!(ListQuery::parse(Some(&query)).unwrap().after, Some(cursor));

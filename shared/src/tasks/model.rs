@@ -142,7 +142,14 @@ mod tests {
         let ok = input(json!({"title": "\u{3000} Buy milk \n"}), BodyKind::Create).unwrap();
         assert_eq!(ok.title, "Buy milk");
         let max = "é".repeat(TITLE_MAX_CHARS);
-        assert_eq!(input(json!({"title": max}), BodyKind::Create).unwrap().title.chars().count(), 500);
+        assert_eq!(
+            input(json!({"title": max}), BodyKind::Create)
+                .unwrap()
+                .title
+                .chars()
+                .count(),
+            500
+        );
         let over = "é".repeat(TITLE_MAX_CHARS + 1);
         let err = input(json!({"title": over}), BodyKind::Create).unwrap_err();
         assert_eq!(field_of(err), (Some("title".into()), Some(500)));
@@ -154,12 +161,25 @@ mod tests {
     fn description_is_kept_exactly_and_bounded() {
         let ok = input(json!({"title": "t", "description": ""}), BodyKind::Create).unwrap();
         assert_eq!(ok.description.as_deref(), Some(""));
-        let ok = input(json!({"title": "t", "description": "  x "}), BodyKind::Create).unwrap();
+        let ok = input(
+            json!({"title": "t", "description": "  x "}),
+            BodyKind::Create,
+        )
+        .unwrap();
         assert_eq!(ok.description.as_deref(), Some("  x "));
-        let ok = input(json!({"title": "t", "description": "😀".repeat(5000)}), BodyKind::Create);
+        let ok = input(
+            json!({"title": "t", "description": "😀".repeat(5000)}),
+            BodyKind::Create,
+        );
         assert!(ok.is_ok());
-        let err = input(json!({"title": "t", "description": "a".repeat(5001)}), BodyKind::Create);
-        assert_eq!(field_of(err.unwrap_err()), (Some("description".into()), Some(5000)));
+        let err = input(
+            json!({"title": "t", "description": "a".repeat(5001)}),
+            BodyKind::Create,
+        );
+        assert_eq!(
+            field_of(err.unwrap_err()),
+            (Some("description".into()), Some(5000))
+        );
     }
 
     #[test]
@@ -174,13 +194,27 @@ mod tests {
 
     #[test]
     fn is_completed_only_on_replace_and_only_boolean() {
-        let err = input(json!({"title": "t", "is_completed": true}), BodyKind::Create).unwrap_err();
+        let err = input(
+            json!({"title": "t", "is_completed": true}),
+            BodyKind::Create,
+        )
+        .unwrap_err();
         assert_eq!(field_of(err).0.as_deref(), Some("is_completed"));
         for bad in [json!(null), json!("true"), json!(1)] {
-            let err = input(json!({"title": "t", "is_completed": bad}), BodyKind::Replace);
-            assert_eq!(field_of(err.unwrap_err()).0.as_deref(), Some("is_completed"));
+            let err = input(
+                json!({"title": "t", "is_completed": bad}),
+                BodyKind::Replace,
+            );
+            assert_eq!(
+                field_of(err.unwrap_err()).0.as_deref(),
+                Some("is_completed")
+            );
         }
-        let ok = input(json!({"title": "t", "is_completed": true}), BodyKind::Replace).unwrap();
+        let ok = input(
+            json!({"title": "t", "is_completed": true}),
+            BodyKind::Replace,
+        )
+        .unwrap();
         assert_eq!(ok.is_completed, Some(true));
         let ok = input(json!({"title": "t"}), BodyKind::Replace).unwrap();
         assert_eq!(ok.is_completed, None);

@@ -92,7 +92,10 @@ fn task_from_row(row: &Row) -> Result<Task, tokio_postgres::Error> {
 }
 
 fn one_task(rows: Vec<Row>) -> Result<Option<Task>, DbError> {
-    rows.first().map(task_from_row).transpose().map_err(DbError::Decode)
+    rows.first()
+        .map(task_from_row)
+        .transpose()
+        .map_err(DbError::Decode)
 }
 
 pub async fn create(db: &Database, who: &Identity, input: &TaskInput) -> Result<Task, DbError> {
@@ -115,7 +118,11 @@ pub async fn create(db: &Database, who: &Identity, input: &TaskInput) -> Result<
 
 pub async fn get(db: &Database, who: &Identity, id: Uuid) -> Result<Option<Task>, DbError> {
     let rows = db
-        .query(GET, &[(&id, Type::UUID), (&who.user_id, Type::TEXT)], Retry::Once)
+        .query(
+            GET,
+            &[(&id, Type::UUID), (&who.user_id, Type::TEXT)],
+            Retry::Once,
+        )
         .await?;
     one_task(rows)
 }

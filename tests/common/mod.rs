@@ -1,0 +1,235 @@
+//! Test harness: the real local server on a random port against the real PostgreSQL, plus a
+//! JWKS endpoint and a controllable TCP proxy in front of PostgreSQL for outage tests.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod jwks;
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tasks_api::dev::{TokenOptions, mint_hs256};
+use tasks_shared::State;
+use tasks_shared::config::{Config, Runtime};
+use tokio::task::JoinHandle;
+
+/// The database the tests use: `TEST_DATABASE_URL` (e.g. through PgBouncer), default local.
+pub fn test_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/tasks_test".to_owned())
+}
+
+/// A direct (non-pooled) URL for migrations and test inspection queries.
+pub fn direct_database_url() -> String {
+    std::env::var("TEST_DIRECT_DATABASE_URL").unwrap_or_else(|_| test_database_url())
+}
+
+/// Creates and migrates the test database (idempotent, safe across concurrent test processes).
+pub async fn prepare_database() {
+    let url = direct_database_url();
+    tasks_shared::migrate::create_database_if_missing(&url)
+        .await
+        .expect("create test database");
+    let mut client = tasks_shared::migrate::connect(&url, None)
+        .await
+        .expect("connect to test database");
+    tasks_shared::migrate::run(&mut client)
+        .await
+        .expect("migrate test database");
+}
+
+/// A direct connection for assertions on what is stored.
+pub async fn inspect() -> tokio_postgres::Client {
+    tasks_shared::migrate::connect(&direct_database_url(), None)
+        .await
+        .expect("connect for inspection")
+}
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub secret: String,
+    pub state: Arc<State>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: impl header::AsHeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the contract's error shape and returns the body.
+    pub fn assert_error(&self, status: u16, code: &str) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.header(header::CONTENT_TYPE), Some("application/json"));
+        let body = self.json();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+        if status == 401 {
+            let challenge = self
+                .header(header::WWW_AUTHENTICATE)
+                .expect("WWW-Authenticate");
+            assert!(challenge.starts_with("Bearer"), "{challenge}");
+        }
+        if status == 503 {
+            assert!(
+                self.header(header::RETRY_AFTER).is_some(),
+                "Retry-After missing"
+            );
+        }
+        body
+    }
+}
+
+/// A fresh user id: tests isolate themselves by user, like real tenants.
+pub fn new_user_id() -> String {
+    format!("user-{}", uuid::Uuid::now_v7().simple())
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the local server with the test database and an HS256 secret; `overrides` are extra
+/// environment variables (e.g. `JWKS_URL`, `DATABASE_URL`).
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    prepare_database().await;
+    let secret = format!("test-secret-{}", uuid::Uuid::now_v7().simple());
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".to_owned(), test_database_url()),
+        ("JWT_SECRET".to_owned(), secret.clone()),
+        ("DATABASE_POOL_SIZE".to_owned(), "8".to_owned()),
+    ]);
+    for (key, value) in overrides {
+        vars.insert((*key).to_owned(), (*value).to_owned());
+    }
+    let config = Config::from_lookup(&|name| vars.get(name).cloned(), Runtime::Local)
+        .expect("test configuration");
+    let state = Arc::new(State::new(config).expect("state"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = tokio::spawn(tasks_api::server::serve(listener, state.clone()));
+    TestApp {
+        address,
+        secret,
+        state,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        server,
+    }
+}
+
+impl TestApp {
+    /// An HS256 token for `user_id`, valid for an hour.
+    pub fn token(&self, user_id: &str) -> String {
+        self.token_with(
+            user_id,
+            &TokenOptions {
+                ttl_seconds: 3600,
+                ..TokenOptions::default()
+            },
+        )
+    }
+
+    pub fn token_with(&self, user_id: &str, options: &TokenOptions) -> String {
+        mint_hs256(&self.secret, user_id, options)
+    }
+
+    /// A new user and a token for it.
+    pub fn new_user(&self) -> (String, String) {
+        let id = new_user_id();
+        let token = self.token(&id);
+        (id, token)
+    }
+
+    pub async fn request(&self, request: Request<Full<Bytes>>) -> TestResponse {
+        let (mut parts, body) = request.into_parts();
+        parts.uri = format!("http://{}{}", self.address, parts.uri)
+            .parse()
+            .expect("uri");
+        let response = self
+            .client
+            .request(Request::from_parts(parts, body))
+            .await
+            .expect("request failed");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("response body").to_bytes();
+        TestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// A request with an optional bearer token and an optional JSON body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> TestResponse {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(json) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(json.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        self.request(builder.body(body).expect("request")).await
+    }
+
+    /// Creates a task and returns its JSON (`data`).
+    pub async fn create_task(&self, token: &str, title: &str) -> Value {
+        let body = serde_json::json!({ "title": title });
+        let response = self
+            .send(Method::POST, "/api/tasks", Some(token), Some(&body))
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
+        response.json()["data"].clone()
+    }
+}
