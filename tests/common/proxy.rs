@@ -31,7 +31,7 @@ pub struct PgProxy {
 impl Drop for PgProxy {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = self.mode.send(Mode::Refuse);
+        self.mode.send_replace(Mode::Refuse);
     }
 }
 
@@ -59,7 +59,7 @@ impl PgProxy {
     }
 
     pub fn set(&self, mode: Mode) {
-        let _ = self.mode.send(mode);
+        self.mode.send_replace(mode);
     }
 
     /// A database URL through the proxy, same credentials and database as `direct`.

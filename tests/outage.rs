@@ -1,0 +1,149 @@
+//! Database faults: unreachable, hanging, and connections killed server-side. Nothing a 503
+//! answered may be written, now or later, and the app recovers without a restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::{Mode, PgProxy};
+use common::{direct_database_url, inspect, spawn_app_with};
+use http::{Method, StatusCode};
+use serde_json::json;
+
+fn upstream() -> std::net::SocketAddr {
+    let config: tokio_postgres::Config = direct_database_url().parse().unwrap();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+async fn count_titled(title: &str) -> i64 {
+    let db = inspect().await;
+    db.query_one("SELECT count(*) FROM tasks WHERE title = $1", &[&title])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn unreachable_database_gives_a_fast_503_and_recovers_without_restart() {
+    common::prepare_database().await;
+    let proxy = PgProxy::start(upstream()).await;
+    let url = proxy.url_for(&direct_database_url());
+    let app = spawn_app_with(&[("DATABASE_URL", &url), ("DATABASE_TIMEOUT_MS", "1500")]).await;
+    let (_, token) = app.new_user();
+    app.create_task(&token, "before the outage").await;
+
+    proxy.set(Mode::Refuse);
+    for (method, path) in [(Method::GET, "/api/tasks"), (Method::POST, "/api/tasks")] {
+        let started = Instant::now();
+        let body = json!({"title": "during the outage"});
+        let response = app.send(method, path, Some(&token), Some(&body)).await;
+        assert!(started.elapsed() < Duration::from_secs(5), "503 within 5 s");
+        response.assert_error(503, "SERVICE_UNAVAILABLE");
+    }
+    let health = app.send(Method::GET, "/health", None, None).await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(health.header("retry-after").is_some());
+    let json = health.json();
+    assert_eq!(
+        (&json["status"], &json["database"]),
+        (&json!("degraded"), &json!("unreachable"))
+    );
+
+    proxy.set(Mode::Open);
+    let listed = app
+        .send(Method::GET, "/api/tasks", Some(&token), None)
+        .await;
+    assert_eq!(
+        listed.status,
+        StatusCode::OK,
+        "first request after the outage succeeds"
+    );
+    assert_eq!(listed.json()["count"], 1);
+    assert_eq!(
+        app.send(Method::GET, "/health", None, None).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_write_answered_503_never_runs_later() {
+    common::prepare_database().await;
+    let proxy = PgProxy::start(upstream()).await;
+    let url = proxy.url_for(&direct_database_url());
+    let app = spawn_app_with(&[
+        ("DATABASE_URL", &url),
+        ("DATABASE_TIMEOUT_MS", "800"),
+        ("DATABASE_POOL_SIZE", "1"),
+    ])
+    .await;
+    let (_, token) = app.new_user();
+    app.create_task(&token, "warm-up").await;
+
+    // The statement reaches the proxy on the warm connection and waits there, like a query
+    // queued in PgBouncer while its server is away.
+    proxy.set(Mode::Hold);
+    let title = format!("ghost {}", uuid::Uuid::now_v7());
+    let started = Instant::now();
+    let body = json!({ "title": title });
+    let response = app
+        .send(Method::POST, "/api/tasks", Some(&token), Some(&body))
+        .await;
+    response.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // The database comes back; whatever was still queued on a live connection would run now.
+    proxy.set(Mode::Open);
+    let after = app.create_task(&token, "after the outage").await;
+    assert_eq!(after["title"], "after the outage");
+    assert_eq!(
+        count_titled(&title).await,
+        0,
+        "the abandoned create must not be applied"
+    );
+}
+
+#[tokio::test]
+async fn killed_connections_are_replaced_and_writes_apply_once() {
+    common::prepare_database().await;
+    let app_name = format!("outage-{}", uuid::Uuid::now_v7().simple());
+    let base = direct_database_url();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}application_name={app_name}");
+    let app = spawn_app_with(&[("DATABASE_URL", &url), ("DATABASE_POOL_SIZE", "2")]).await;
+    let (_, token) = app.new_user();
+    app.create_task(&token, "warm").await;
+    let db = inspect().await;
+    let kill =
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1";
+
+    // What a Neon compute suspend or a server restart does to idle pooled connections.
+    let killed: i64 = db.query_one(kill, &[&app_name]).await.unwrap().get(0);
+    assert!(killed >= 1);
+    let listed = app
+        .send(Method::GET, "/api/tasks", Some(&token), None)
+        .await;
+    assert_eq!(listed.status, StatusCode::OK);
+
+    db.query_one(kill, &[&app_name]).await.unwrap();
+    let title = format!("once {}", uuid::Uuid::now_v7());
+    let response = app
+        .send(
+            Method::POST,
+            "/api/tasks",
+            Some(&token),
+            Some(&json!({ "title": title })),
+        )
+        .await;
+    if response.status == StatusCode::CREATED {
+        assert_eq!(count_titled(&title).await, 1);
+    } else {
+        // Allowed only when the failure could not prove the statement did not run.
+        response.assert_error(503, "SERVICE_UNAVAILABLE");
+        assert_eq!(count_titled(&title).await, 0);
+    }
+    let again = app
+        .send(Method::GET, "/api/tasks", Some(&token), None)
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+}
