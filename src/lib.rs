@@ -2,4 +2,5 @@
 //! calling the same handlers) and development tokens.
 
 pub mod dev;
+pub mod runtime_api;
 pub mod server;

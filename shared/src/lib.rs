@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod handlers;
 pub mod http;
+mod lambda_init;
 pub mod migrate;
 pub mod secrets;
 pub mod tasks;
@@ -42,15 +43,26 @@ impl State {
     }
 
     /// A Lambda function's cold start: the environment (secrets resolved from Secrets Manager
-    /// when `*_ARN` variables are used), with every setting mandatory.
+    /// when `*_ARN` variables are used), with every setting mandatory. A failure is reported to
+    /// the Runtime API's `/init/error` before it is returned.
     pub async fn for_lambda() -> Result<Self, ConfigError> {
-        let resolved = secrets::resolve(&|name| std::env::var(name).ok()).await?;
-        let env = |name: &str| {
-            resolved
-                .get(name)
-                .cloned()
-                .or_else(|| std::env::var(name).ok())
+        let state = async {
+            let resolved = secrets::resolve(&|name| std::env::var(name).ok()).await?;
+            let env = |name: &str| {
+                resolved
+                    .get(name)
+                    .cloned()
+                    .or_else(|| std::env::var(name).ok())
+            };
+            Self::new(Config::from_lookup(&env, Runtime::Lambda)?)
         };
-        Self::new(Config::from_lookup(&env, Runtime::Lambda)?)
+        match state.await {
+            Ok(state) => Ok(state),
+            Err(error) => {
+                tracing::error!(%error, "cold start failed");
+                lambda_init::report_init_error("ConfigError", &error.to_string()).await;
+                Err(error)
+            }
+        }
     }
 }

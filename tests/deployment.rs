@@ -1,0 +1,118 @@
+//! One source of truth for routes: `template.yaml`, `openapi.yaml`, cargo-lambda's router and
+//! the local server's `ROUTES` must agree on every method + path → function.
+
+use std::collections::BTreeSet;
+
+use tasks_shared::http::ROUTES;
+use yaml_rust2::{Yaml, YamlLoader};
+
+type RouteSet = BTreeSet<(String, String, String)>;
+
+fn read(name: &str) -> String {
+    let path = format!("{}/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn yaml(name: &str) -> Yaml {
+    YamlLoader::load_from_str(&read(name))
+        .expect("valid YAML")
+        .remove(0)
+}
+
+fn code_routes() -> RouteSet {
+    ROUTES
+        .iter()
+        .map(|r| {
+            (
+                r.method.to_string(),
+                r.path.to_owned(),
+                r.function.name().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sam_template_wires_each_function_to_exactly_its_route() {
+    let template = yaml("template.yaml");
+    let mut routes = RouteSet::new();
+    for (_, resource) in template["Resources"].as_hash().unwrap() {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        assert_eq!(
+            resource["Metadata"]["BuildMethod"].as_str(),
+            Some("rust-cargolambda")
+        );
+        let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap();
+        let events = resource["Properties"]["Events"].as_hash().unwrap();
+        assert_eq!(events.len(), 1, "{binary}: exactly one route");
+        for (_, event) in events {
+            assert_eq!(event["Type"].as_str(), Some("HttpApi"));
+            let props = &event["Properties"];
+            routes.insert((
+                props["Method"].as_str().unwrap().to_owned(),
+                props["Path"].as_str().unwrap().to_owned(),
+                binary.to_owned(),
+            ));
+        }
+    }
+    assert_eq!(routes, code_routes());
+}
+
+#[test]
+fn openapi_describes_the_same_routes() {
+    let spec = yaml("openapi.yaml");
+    let mut routes = RouteSet::new();
+    for (path, item) in spec["paths"].as_hash().unwrap() {
+        for (method, operation) in item.as_hash().unwrap() {
+            let method = method.as_str().unwrap();
+            if method == "parameters" {
+                continue;
+            }
+            let function = operation["x-lambda-function"]
+                .as_str()
+                .expect("x-lambda-function");
+            routes.insert((
+                method.to_uppercase(),
+                path.as_str().unwrap().to_owned(),
+                function.to_owned(),
+            ));
+        }
+    }
+    assert_eq!(routes, code_routes());
+}
+
+#[test]
+fn cargo_lambda_router_matches_and_every_function_is_a_workspace_binary() {
+    let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
+    let router = manifest["workspace"]["metadata"]["lambda"]["watch"]["router"]
+        .as_table()
+        .unwrap();
+    let mut routes = RouteSet::new();
+    for (path, methods) in router {
+        for (method, function) in methods.as_table().unwrap() {
+            routes.insert((
+                method.clone(),
+                path.clone(),
+                function.as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    assert_eq!(routes, code_routes());
+    for route in &ROUTES {
+        let name = route.function.name();
+        let crate_manifest = read(&format!("functions/{name}/Cargo.toml"));
+        assert!(
+            crate_manifest.contains(&format!("name = \"{name}\"")),
+            "{name}"
+        );
+        let main = read(&format!("functions/{name}/src/main.rs"));
+        assert!(
+            main.contains(&format!("{:?}", route.function)),
+            "functions/{name} serves its own route"
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! "It works on Lambda": the compiled function binaries, started as Lambda starts them, talking
+//! the real Runtime API protocol, fed API Gateway v2 events from `events/`, against the real
+//! database. Several invocations per process prove warm reuse.
+
+mod common;
+
+use common::functions::{Function, body_json};
+use common::{inspect, prepare_database, test_database_url};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tasks_api::dev::{TokenOptions, mint_hs256};
+use tasks_api::runtime_api::Outcome;
+
+const SECRET: &str = "runtime-api-test-secret-0123456789abcdef";
+
+fn event(name: &str) -> Value {
+    let path = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn as_user(mut event: Value, token: &str) -> Value {
+    event["headers"]["authorization"] = json!(format!("Bearer {token}"));
+    event
+}
+
+fn for_task(mut event: Value, id: &str) -> Value {
+    let fixture = event["pathParameters"]["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = event["rawPath"].as_str().unwrap().replace(&fixture, id);
+    event["rawPath"] = json!(path.clone());
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["pathParameters"]["task_id"] = json!(id);
+    event
+}
+
+fn config(application_name: &str) -> Vec<(&'static str, String)> {
+    let url = test_database_url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    vec![
+        (
+            "DATABASE_URL",
+            format!("{url}{separator}application_name={application_name}"),
+        ),
+        ("JWT_SECRET", SECRET.to_owned()),
+    ]
+}
+
+fn token(user: &str) -> String {
+    mint_hs256(
+        SECRET,
+        user,
+        &TokenOptions {
+            ttl_seconds: 600,
+            ..Default::default()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_function_binary_serves_its_route_warm() {
+    prepare_database().await;
+    let app_name = format!("rt-{}", uuid::Uuid::now_v7().simple());
+    let vars = config(&app_name);
+    let user = common::new_user_id();
+    let token = token(&user);
+
+    let create = Function::start("create-task", &vars).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let mut e = as_user(event("create-task"), &token);
+        e["body"] = json!(json!({"title": format!("task {i}")}).to_string());
+        let document = create.respond(&e).await;
+        assert_eq!(document["statusCode"], 201, "{document}");
+        assert_eq!(document["headers"]["content-type"], "application/json");
+        let body = body_json(&document);
+        let id = body["data"]["id"].as_str().unwrap().to_owned();
+        assert_eq!(document["headers"]["location"], format!("/api/tasks/{id}"));
+        assert_eq!(body["data"]["user_id"], user);
+        ids.push(id);
+    }
+
+    let list = Function::start("list-tasks", &vars).await;
+    let mut e = as_user(event("list-tasks"), &token);
+    e["rawQueryString"] = json!("limit=2");
+    let page = list.respond(&e).await;
+    assert_eq!(page["statusCode"], 200);
+    let body = body_json(&page);
+    assert_eq!(body["count"], 2);
+    assert_eq!(body["data"][0]["id"], ids[2].as_str());
+    let cursor = body["next_cursor"].as_str().unwrap();
+    e["rawQueryString"] = json!(format!("limit=2&cursor={cursor}"));
+    let rest = body_json(&list.respond(&e).await);
+    assert_eq!(
+        (rest["count"].as_u64(), &rest["next_cursor"]),
+        (Some(1), &Value::Null)
+    );
+
+    let get = Function::start("get-task", &vars).await;
+    let document = get
+        .respond(&for_task(as_user(event("get-task"), &token), &ids[0]))
+        .await;
+    assert_eq!(body_json(&document)["data"]["title"], "task 0");
+    let stranger = token.replace('.', ".x");
+    let document = get
+        .respond(&for_task(as_user(event("get-task"), &stranger), &ids[0]))
+        .await;
+    assert_eq!(document["statusCode"], 401);
+    assert!(
+        document["headers"]["www-authenticate"]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+
+    let update = Function::start("update-task", &vars).await;
+    let document = update
+        .respond(&for_task(as_user(event("update-task"), &token), &ids[0]))
+        .await;
+    assert_eq!(document["statusCode"], 200);
+    assert_eq!(body_json(&document)["data"]["is_completed"], true);
+
+    let toggle = Function::start("toggle-task", &vars).await;
+    for expected in ["Task marked as incomplete", "Task marked as complete"] {
+        let document = toggle
+            .respond(&for_task(as_user(event("toggle-task"), &token), &ids[0]))
+            .await;
+        assert_eq!(body_json(&document)["message"], expected);
+    }
+
+    let delete = Function::start("delete-task", &vars).await;
+    let document = delete
+        .respond(&for_task(as_user(event("delete-task"), &token), &ids[1]))
+        .await;
+    assert_eq!(document["statusCode"], 204);
+    assert_eq!(body_json(&document), Value::Null);
+    let document = delete
+        .respond(&for_task(as_user(event("delete-task"), &token), &ids[1]))
+        .await;
+    assert_eq!(document["statusCode"], 404);
+    assert_eq!(body_json(&document)["error"]["code"], "TASK_NOT_FOUND");
+
+    let health = Function::start("health", &vars).await;
+    for _ in 0..2 {
+        let document = health.respond(&event("health")).await;
+        assert_eq!(body_json(&document)["status"], "ok");
+    }
+
+    // Warm reuse: each function process holds exactly one connection, whatever it served.
+    let db = inspect().await;
+    let rows = db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app_name],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.get::<_, i64>(0),
+        7,
+        "one connection per function process"
+    );
+}
+
+#[tokio::test]
+async fn a_function_answers_only_its_own_route() {
+    let vars = config("rt-wrong-route");
+    let get = Function::start("get-task", &vars).await;
+    let document = get
+        .respond(&as_user(event("list-tasks"), &token("someone")))
+        .await;
+    assert_eq!(document["statusCode"], 404);
+    assert_eq!(body_json(&document)["error"]["code"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn missing_configuration_fails_init_naming_the_variable() {
+    for (vars, expected) in [
+        (vec![("JWT_SECRET", SECRET.to_owned())], "DATABASE_URL"),
+        (vec![("DATABASE_URL", test_database_url())], "JWKS_URL"),
+    ] {
+        let mut function = Function::start("list-tasks", &vars).await;
+        let error = function
+            .api
+            .init_error(Duration::from_secs(10))
+            .await
+            .expect("init error reported");
+        let message = error["errorMessage"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+        assert_eq!(error["errorType"], "ConfigError");
+        let outcome = function
+            .api
+            .invoke(event("health"), Duration::from_secs(5))
+            .await;
+        assert!(
+            matches!(outcome, Some(Outcome::InitError(_))),
+            "{outcome:?}"
+        );
+        let status = tokio::time::timeout(Duration::from_secs(10), function.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!status.success(), "the process exits with an error");
+    }
+}
+
+#[tokio::test]
+async fn database_down_at_cold_start_still_inits_and_answers_503() {
+    let vars = vec![
+        (
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/tasks_test".to_owned(),
+        ),
+        ("JWT_SECRET", SECRET.to_owned()),
+        ("DATABASE_TIMEOUT_MS", "1000".to_owned()),
+    ];
+    let health = Function::start("health", &vars).await;
+    let document = health.respond(&event("health")).await;
+    assert_eq!(document["statusCode"], 503);
+    assert_eq!(body_json(&document)["status"], "degraded");
+    assert!(document["headers"]["retry-after"].is_string());
+    let list = Function::start("list-tasks", &vars).await;
+    let document = list
+        .respond(&as_user(event("list-tasks"), &token("u")))
+        .await;
+    assert_eq!(document["statusCode"], 503);
+    assert_eq!(body_json(&document)["error"]["code"], "SERVICE_UNAVAILABLE");
+}
