@@ -93,12 +93,9 @@ fn cargo_lambda_router_matches_and_every_function_is_a_workspace_binary() {
         .unwrap();
     let mut routes = RouteSet::new();
     for (path, methods) in router {
-        for (method, function) in methods.as_table().unwrap() {
-            routes.insert((
-                method.clone(),
-                path.clone(),
-                function.as_str().unwrap().to_owned(),
-            ));
+        for entry in methods.as_array().unwrap() {
+            let field = |name: &str| entry[name].as_str().unwrap().to_owned();
+            routes.insert((field("method"), path.clone(), field("function")));
         }
     }
     assert_eq!(routes, code_routes());

@@ -5,6 +5,7 @@
 pub mod functions;
 pub mod jwks;
 pub mod proxy;
+pub mod tools;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
