@@ -147,3 +147,34 @@ async fn killed_connections_are_replaced_and_writes_apply_once() {
         .await;
     assert_eq!(again.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_statement_past_its_deadline_is_cancelled_not_committed_later() {
+    let app = spawn_app_with(&[("DATABASE_TIMEOUT_MS", "700")]).await;
+    let (_, token) = app.new_user();
+    let task = app.create_task(&token, "locked").await;
+    let id = uuid::Uuid::parse_str(task["id"].as_str().unwrap()).unwrap();
+
+    // Another session holds the row lock, so the toggle's UPDATE blocks inside PostgreSQL.
+    let mut blocker = inspect().await;
+    let lock = blocker.transaction().await.unwrap();
+    lock.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", &[&id])
+        .await
+        .unwrap();
+
+    let path = format!("/api/tasks/{id}/toggle");
+    let started = Instant::now();
+    let response = app.send(Method::PATCH, &path, Some(&token), None).await;
+    response.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Releasing the lock must not let the abandoned UPDATE commit.
+    lock.commit().await.unwrap();
+    let get = format!("/api/tasks/{id}");
+    let after = app.send(Method::GET, &get, Some(&token), None).await.json();
+    assert_eq!(
+        after["data"]["is_completed"], false,
+        "the cancelled toggle did not apply"
+    );
+    assert_eq!(after["data"]["updated_at"], task["updated_at"]);
+}

@@ -5,7 +5,7 @@
 mod common;
 
 use common::functions::{Function, body_json};
-use common::{inspect, prepare_database, test_database_url};
+use common::{prepare_database, test_database_url};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tasks_api::dev::{TokenOptions, mint_hs256};
@@ -148,16 +148,8 @@ async fn every_function_binary_serves_its_route_warm() {
     }
 
     // Warm reuse: each function process holds exactly one connection, whatever it served.
-    let db = inspect().await;
-    let rows = db
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-            &[&app_name],
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        rows.get::<_, i64>(0),
+        common::connections_named(&app_name).await,
         7,
         "one connection per function process"
     );

@@ -38,6 +38,10 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{ConfigError, DatabaseSettings};
 
+/// How long a cancel request may take before the 503 goes out anyway (the database may be the
+/// thing that is down).
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The database could not be reached or did not answer in time: 503.
@@ -132,7 +136,7 @@ impl Database {
                     });
                 }
                 Err(_elapsed) => {
-                    self.abandon(client);
+                    self.abandon(client).await;
                     return Err(DbError::Unavailable("statement timed out".into()));
                 }
             }
@@ -149,27 +153,24 @@ impl Database {
     }
 
     /// Cancels the in-flight statement and closes its connection so that nothing queued on it
-    /// can run later. The cancel request runs in the background: the client already has its 503.
-    fn abandon(&self, client: Object) {
+    /// can run later. The cancel is awaited (briefly) before the 503 goes out: a statement
+    /// blocked on a lock would otherwise commit once the lock is released.
+    async fn abandon(&self, client: Object) {
         let token = client.cancel_token();
         // Detach from the pool; dropping the wrapper aborts the connection task and closes the
         // socket, which also drops a query still waiting in PgBouncer's queue.
         drop(Object::take(client));
-        let tls = self.tls.clone();
-        let cancel_deadline = self.timeout;
-        tokio::spawn(async move {
-            let cancel = async {
-                match tls {
-                    Tls::Disabled => token.cancel_query(NoTls).await,
-                    Tls::Verified(tls) => token.cancel_query(tls).await,
-                }
-            };
-            match tokio::time::timeout(cancel_deadline, cancel).await {
-                Ok(Ok(())) => tracing::info!("cancelled a statement that passed its deadline"),
-                Ok(Err(error)) => tracing::warn!(%error, "cancel request failed"),
-                Err(_) => tracing::warn!("cancel request timed out"),
+        let cancel = async {
+            match &self.tls {
+                Tls::Disabled => token.cancel_query(NoTls).await,
+                Tls::Verified(tls) => token.cancel_query(tls.clone()).await,
             }
-        });
+        };
+        match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
+            Ok(Ok(())) => tracing::info!("cancelled a statement that passed its deadline"),
+            Ok(Err(error)) => tracing::warn!(%error, "cancel request failed"),
+            Err(_) => tracing::warn!("cancel request timed out"),
+        }
     }
 
     pub fn status(&self) -> deadpool_postgres::Status {

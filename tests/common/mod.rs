@@ -235,3 +235,39 @@ impl TestApp {
         response.json()["data"].clone()
     }
 }
+
+/// How many connections the API holds under `application_name`: PostgreSQL's
+/// `pg_stat_activity` directly, or PgBouncer's `SHOW CLIENTS` when the suite runs through it.
+pub async fn connections_named(application_name: &str) -> usize {
+    if test_database_url() == direct_database_url() {
+        let db = inspect().await;
+        let row = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&application_name],
+            )
+            .await
+            .expect("pg_stat_activity");
+        return row.get::<_, i64>(0) as usize;
+    }
+    let mut admin: tokio_postgres::Config = test_database_url().parse().expect("url");
+    admin.dbname("pgbouncer");
+    let (client, connection) = admin
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("pgbouncer admin");
+    tokio::spawn(connection);
+    let messages = client
+        .simple_query("SHOW CLIENTS")
+        .await
+        .expect("SHOW CLIENTS");
+    messages
+        .iter()
+        .filter(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                row.get("application_name") == Some(application_name)
+            }
+            _ => false,
+        })
+        .count()
+}
