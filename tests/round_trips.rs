@@ -1,0 +1,123 @@
+//! One round trip per request, measured on the wire: a counting proxy between the API and
+//! PostgreSQL sees exactly one statement (one Parse, one Sync, no simple Query) per route on the
+//! warm path, and no new connection.
+
+mod common;
+
+use common::proxy::{Counts, PgProxy};
+use common::{direct_database_url, spawn_app_with};
+use http::{Method, StatusCode};
+use serde_json::json;
+
+fn one_statement() -> Counts {
+    Counts {
+        connections: 0,
+        syncs: 1,
+        parses: 1,
+        queries: 0,
+    }
+}
+
+#[tokio::test]
+async fn every_route_costs_one_statement_and_no_new_connection_when_warm() {
+    common::prepare_database().await;
+    let upstream = {
+        let config: tokio_postgres::Config = direct_database_url().parse().unwrap();
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        format!("127.0.0.1:{port}").parse().unwrap()
+    };
+    let proxy = PgProxy::start(upstream).await;
+    let url = proxy.url_for(&direct_database_url());
+    // Pool of one, as in Lambda: the same warm connection serves every request.
+    let app = spawn_app_with(&[("DATABASE_URL", &url), ("DATABASE_POOL_SIZE", "1")]).await;
+    let (_, token) = app.new_user();
+    let warm = app.create_task(&token, "warm-up").await;
+    let first = proxy.take_counts();
+    assert_eq!(
+        first.connections, 1,
+        "the cold request opened the one connection"
+    );
+
+    let id = warm["id"].as_str().unwrap().to_owned();
+    let item = format!("/api/tasks/{id}");
+    let toggle = format!("{item}/toggle");
+    let create = json!({"title": "counted"});
+    let update = json!({"title": "counted again"});
+    let requests: Vec<(&str, Method, String, Option<&serde_json::Value>, StatusCode)> = vec![
+        (
+            "health",
+            Method::GET,
+            "/health".into(),
+            None,
+            StatusCode::OK,
+        ),
+        (
+            "list",
+            Method::GET,
+            "/api/tasks?limit=1".into(),
+            None,
+            StatusCode::OK,
+        ),
+        (
+            "create",
+            Method::POST,
+            "/api/tasks".into(),
+            Some(&create),
+            StatusCode::CREATED,
+        ),
+        ("get", Method::GET, item.clone(), None, StatusCode::OK),
+        (
+            "update",
+            Method::PUT,
+            item.clone(),
+            Some(&update),
+            StatusCode::OK,
+        ),
+        ("toggle", Method::PATCH, toggle, None, StatusCode::OK),
+        ("delete", Method::DELETE, item, None, StatusCode::NO_CONTENT),
+    ];
+    let mut report = Vec::new();
+    for (route, method, path, body, expected) in requests {
+        let token = (route != "health").then_some(token.as_str());
+        let response = app.send(method, &path, token, body).await;
+        assert_eq!(response.status, expected, "{route}");
+        let counts = proxy.take_counts();
+        report.push(format!("{route}: {counts:?}"));
+        assert_eq!(counts, one_statement(), "{route}");
+    }
+    // A cursor page is still one statement.
+    app.create_task(&token, "second").await;
+    let page = app
+        .send(Method::GET, "/api/tasks?limit=1", Some(&token), None)
+        .await
+        .json();
+    proxy.take_counts();
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let next = app
+        .send(
+            Method::GET,
+            &format!("/api/tasks?limit=1&cursor={cursor}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(next.status, StatusCode::OK);
+    assert_eq!(proxy.take_counts(), one_statement(), "list with cursor");
+    // Requests refused before the database (auth, validation, 404 on a malformed id) cost nothing.
+    app.send(Method::GET, "/api/tasks", None, None).await;
+    app.send(
+        Method::POST,
+        "/api/tasks",
+        Some(&token),
+        Some(&json!({"title": ""})),
+    )
+    .await;
+    app.send(Method::GET, "/api/tasks/not-a-uuid", Some(&token), None)
+        .await;
+    assert_eq!(
+        proxy.take_counts(),
+        Counts::default(),
+        "refused requests touch no database"
+    );
+    eprintln!("{}", report.join("\n"));
+}
