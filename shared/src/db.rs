@@ -130,7 +130,7 @@ impl Database {
                         continue;
                     }
                     return Err(if broken {
-                        DbError::Unavailable(error.to_string())
+                        DbError::Unavailable(describe(&error))
                     } else {
                         DbError::Statement(error)
                     });
@@ -146,8 +146,8 @@ impl Database {
     async fn checkout(&self, deadline: Instant) -> Result<Object, DbError> {
         match timeout_at(deadline, self.pool.get()).await {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(PoolError::Backend(error))) => Err(DbError::Unavailable(error.to_string())),
-            Ok(Err(error)) => Err(DbError::Unavailable(error.to_string())),
+            Ok(Err(PoolError::Backend(error))) => Err(DbError::Unavailable(describe(&error))),
+            Ok(Err(error)) => Err(DbError::Unavailable(describe(&error))),
             Err(_elapsed) => Err(DbError::Unavailable("connect timed out".into())),
         }
     }
@@ -222,6 +222,22 @@ pub async fn connect_admin(
             Ok(client)
         }
     }
+}
+
+/// An error with its causes, for logs ("error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer").
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A failure of the connection rather than of the statement: the connection must go.
