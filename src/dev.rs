@@ -55,6 +55,7 @@ pub struct TokenOptions<'a> {
 
 /// An HS256 token for `user_id`, as the original plan's auth service issued them.
 pub fn mint_hs256(secret: &str, user_id: &str, options: &TokenOptions) -> String {
+    tasks_shared::auth::install_crypto();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

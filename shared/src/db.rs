@@ -12,7 +12,9 @@
 //! # Deadlines and abandoned statements
 //!
 //! One deadline (`DATABASE_TIMEOUT_MS`) covers checkout, connect and the statement. When it
-//! passes, the statement is cancelled (a PostgreSQL cancel request) and its connection is
+//! passes, a PostgreSQL cancel request is sent and the statement gets a short grace period to
+//! answer: a confirmed cancel (`query_canceled`) means it will never commit, so the 503 is
+//! safe; a late success is returned as a success. If neither arrives, the connection is
 //! detached from the pool and closed, never reused: otherwise a statement queued in PgBouncer
 //! or in the driver could still run after the client was told 503. Connections that fail with
 //! a connection-level error are discarded the same way, and the pool makes a new one on the next
@@ -38,9 +40,10 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{ConfigError, DatabaseSettings};
 
-/// How long a cancel request may take before the 503 goes out anyway (the database may be the
-/// thing that is down).
-const CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
+/// After the deadline: how long the cancel request and the statement's answer to it may take
+/// before the connection is closed and the 503 goes out anyway (the database may be the thing
+/// that is down). Deadline + grace stays within the contract's 5 s.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -112,10 +115,18 @@ impl Database {
         let mut retried = false;
         loop {
             let client = self.checkout(deadline).await?;
-            let statement = client.query_typed(sql, params);
-            match timeout_at(deadline, statement).await {
-                Ok(Ok(rows)) => return Ok(rows),
-                Ok(Err(error)) => {
+            let Some(result) = self.run(&client, sql, params, deadline).await else {
+                // Neither finished nor confirmed cancelled: close the connection so nothing
+                // queued on it (in the driver, or in PgBouncer's queue) can run later.
+                drop(Object::take(client));
+                return Err(DbError::Unavailable("statement timed out".into()));
+            };
+            match result {
+                Ok(rows) => return Ok(rows),
+                Err(error) if error.code() == Some(&SqlState::QUERY_CANCELED) => {
+                    return Err(DbError::Unavailable(describe(&error)));
+                }
+                Err(error) => {
                     let broken = connection_is_broken(&error);
                     let may_retry = match retry {
                         Retry::Once => broken,
@@ -135,12 +146,37 @@ impl Database {
                         DbError::Statement(error)
                     });
                 }
-                Err(_elapsed) => {
-                    self.abandon(client).await;
-                    return Err(DbError::Unavailable("statement timed out".into()));
-                }
             }
         }
+    }
+
+    /// Sends the statement and waits until `deadline`. Past it, sends a cancel request and gives
+    /// the statement [`CANCEL_GRACE`] to settle: it then either finished after all (its result
+    /// is returned, so a write that committed is reported as done) or failed with
+    /// `query_canceled`. `None`: nothing is known, and the connection must be closed.
+    async fn run(
+        &self,
+        client: &Object,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+        deadline: Instant,
+    ) -> Option<Result<Vec<Row>, tokio_postgres::Error>> {
+        let mut statement = std::pin::pin!(client.query_typed(sql, params));
+        if let Ok(result) = timeout_at(deadline, &mut statement).await {
+            return Some(result);
+        }
+        let token = client.cancel_token();
+        let settle = async {
+            let cancelled = match &self.tls {
+                Tls::Disabled => token.cancel_query(NoTls).await,
+                Tls::Verified(tls) => token.cancel_query(tls.clone()).await,
+            };
+            if let Err(error) = cancelled {
+                tracing::warn!(error = %describe(&error), "cancel request failed");
+            }
+            (&mut statement).await
+        };
+        tokio::time::timeout(CANCEL_GRACE, settle).await.ok()
     }
 
     async fn checkout(&self, deadline: Instant) -> Result<Object, DbError> {
@@ -149,27 +185,6 @@ impl Database {
             Ok(Err(PoolError::Backend(error))) => Err(DbError::Unavailable(describe(&error))),
             Ok(Err(error)) => Err(DbError::Unavailable(describe(&error))),
             Err(_elapsed) => Err(DbError::Unavailable("connect timed out".into())),
-        }
-    }
-
-    /// Cancels the in-flight statement and closes its connection so that nothing queued on it
-    /// can run later. The cancel is awaited (briefly) before the 503 goes out: a statement
-    /// blocked on a lock would otherwise commit once the lock is released.
-    async fn abandon(&self, client: Object) {
-        let token = client.cancel_token();
-        // Detach from the pool; dropping the wrapper aborts the connection task and closes the
-        // socket, which also drops a query still waiting in PgBouncer's queue.
-        drop(Object::take(client));
-        let cancel = async {
-            match &self.tls {
-                Tls::Disabled => token.cancel_query(NoTls).await,
-                Tls::Verified(tls) => token.cancel_query(tls.clone()).await,
-            }
-        };
-        match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
-            Ok(Ok(())) => tracing::info!("cancelled a statement that passed its deadline"),
-            Ok(Err(error)) => tracing::warn!(%error, "cancel request failed"),
-            Err(_) => tracing::warn!("cancel request timed out"),
         }
     }
 

@@ -15,7 +15,9 @@ use crate::State;
 use crate::db::DbError;
 use crate::http::routes::Matched;
 use crate::http::{ApiError, Function, body, json_response, resolve};
-use crate::tasks::{BodyKind, Cursor, ListQuery, Task, TaskInput, parse_task_id, sql};
+use crate::tasks::{
+    BodyKind, Cursor, ListQuery, Task, TaskEnvelope, TaskInput, TaskPage, parse_task_id, sql,
+};
 use crate::timestamp;
 
 /// Lambda entry point for `function`: the event must be for that function's route (API Gateway
@@ -183,25 +185,11 @@ fn found(task: Option<Task>) -> Result<Task, ApiError> {
 fn envelope(status: StatusCode, task: &Task, message: &'static str) -> Response<Body> {
     json_response(
         status,
-        &Envelope {
+        &TaskEnvelope {
             data: task,
             message,
         },
     )
-}
-
-#[derive(Serialize)]
-struct Envelope<'a> {
-    data: &'a Task,
-    message: &'static str,
-}
-
-#[derive(Serialize)]
-struct TaskPage {
-    data: Vec<Task>,
-    count: usize,
-    next_cursor: Option<String>,
-    message: &'static str,
 }
 
 #[derive(Serialize)]

@@ -11,6 +11,7 @@
 //! string, `iss`/`aud` required and checked when `JWT_ISSUER`/`JWT_AUDIENCE` are set.
 
 mod jwks;
+mod ring_crypto;
 
 use http::{HeaderMap, header};
 use jsonwebtoken::errors::ErrorKind;
@@ -19,6 +20,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 pub use jwks::{JwksCache, JwksError};
+pub use ring_crypto::install as install_crypto;
 
 use crate::config::AuthSettings;
 use crate::http::ApiError;
@@ -53,6 +55,7 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(settings: &AuthSettings) -> Self {
+        install_crypto();
         Self {
             hs256: settings
                 .hs256_secret

@@ -5,4 +5,4 @@ pub mod model;
 pub mod sql;
 
 pub use list::{Cursor, ListQuery, StatusFilter};
-pub use model::{BodyKind, Task, TaskInput, parse_task_id};
+pub use model::{BodyKind, Task, TaskEnvelope, TaskInput, TaskPage, parse_task_id};

@@ -23,6 +23,22 @@ pub struct Task {
     pub updated_at: OffsetDateTime,
 }
 
+/// `{"data": Task, "message": …}`: the body of every single-task success.
+#[derive(Debug, Serialize)]
+pub struct TaskEnvelope<'a> {
+    pub data: &'a Task,
+    pub message: &'static str,
+}
+
+/// `{"data": [Task…], "count", "next_cursor", "message"}`: a list page.
+#[derive(Debug, Serialize)]
+pub struct TaskPage {
+    pub data: Vec<Task>,
+    pub count: usize,
+    pub next_cursor: Option<String>,
+    pub message: &'static str,
+}
+
 /// A validated task body. POST uses `title` and `description`; PUT may also set `is_completed`
 /// (`None` leaves it unchanged).
 #[derive(Debug, Clone, PartialEq, Eq)]
