@@ -19,8 +19,10 @@ fn task(i: usize) -> Task {
         id: Uuid::now_v7(),
         user_id: "rA1MVom1dyt3gtMippgECyOkqsaWiInL".into(),
         title: format!("Task number {i}: buy milk and bread"),
-        description: (i % 2 == 0).then(|| "Semi-skimmed, two litres; wholemeal bread".to_owned()),
-        is_completed: i % 3 == 0,
+        description: i
+            .is_multiple_of(2)
+            .then(|| "Semi-skimmed, two litres; wholemeal bread".to_owned()),
+        is_completed: i.is_multiple_of(3),
         created_at: now,
         updated_at: now,
     }

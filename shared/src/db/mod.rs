@@ -40,6 +40,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{ConfigError, DatabaseSettings};
 
+mod cancel;
+
 /// After the deadline: how long the cancel request and the statement's answer to it may take
 /// before the connection is closed and the 503 goes out anyway (the database may be the thing
 /// that is down). Deadline + grace stays within the contract's 5 s.
@@ -77,6 +79,7 @@ enum Tls {
 pub struct Database {
     pool: Pool,
     tls: Tls,
+    cancel_target: Option<cancel::CancelTarget>,
     timeout: Duration,
 }
 
@@ -85,6 +88,13 @@ impl Database {
     /// database.
     pub fn new(url: &str, settings: &DatabaseSettings) -> Result<Self, ConfigError> {
         let (pg, tls) = connection_setup(url, settings.ca_cert.as_deref(), settings.timeout)?;
+        let cancel_target = match (pg.get_hosts().first(), pg.get_ports().first()) {
+            (Some(tokio_postgres::config::Host::Tcp(host)), port) => Some(cancel::CancelTarget {
+                host: host.clone(),
+                port: port.copied().unwrap_or(5432),
+            }),
+            _ => None,
+        };
         let manager_config = ManagerConfig {
             // `Fast` checks only that the connection is open: no extra round trip per request.
             recycling_method: RecyclingMethod::Fast,
@@ -100,6 +110,7 @@ impl Database {
         Ok(Self {
             pool,
             tls,
+            cancel_target,
             timeout: settings.timeout,
         })
     }
@@ -167,12 +178,17 @@ impl Database {
         }
         let token = client.cancel_token();
         let settle = async {
-            let cancelled = match &self.tls {
-                Tls::Disabled => token.cancel_query(NoTls).await,
-                Tls::Verified(tls) => token.cancel_query(tls.clone()).await,
+            let tls = match &self.tls {
+                Tls::Disabled => None,
+                Tls::Verified(tls) => Some(tls),
             };
-            if let Err(error) = cancelled {
-                tracing::warn!(error = %describe(&error), "cancel request failed");
+            match &self.cancel_target {
+                Some(target) => {
+                    if let Err(error) = cancel::cancel(&token, target, tls).await {
+                        tracing::warn!(%error, "cancel request failed");
+                    }
+                }
+                None => tracing::warn!("no TCP host to send a cancel request to"),
             }
             (&mut statement).await
         };
