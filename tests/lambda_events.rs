@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::events::{authorize, event, for_task};
+
 use common::{TestApp, spawn_app, spawn_app_with};
 use serde_json::{Value, json};
 use tasks_shared::handlers;
@@ -11,34 +13,6 @@ use tasks_shared::lambda_http::{Body, Response, request};
 
 /// The fixture secret documented in events/README.md.
 const EVENTS_SECRET: &str = "events-fixture-secret-not-for-production-0123456789";
-
-fn event(name: &str) -> Value {
-    let path = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("event file")).expect("event JSON")
-}
-
-fn authorize(mut event: Value, token: &str) -> Value {
-    event["headers"]["authorization"] = json!(format!("Bearer {token}"));
-    event
-}
-
-fn for_task(mut event: Value, id: &str) -> Value {
-    let fixture_id = event["pathParameters"]["task_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for pointer in ["/rawPath", "/requestContext/http/path"] {
-        let path = event
-            .pointer(pointer)
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .replace(&fixture_id, id);
-        *event.pointer_mut(pointer).unwrap() = json!(path);
-    }
-    event["pathParameters"]["task_id"] = json!(id);
-    event
-}
 
 async fn invoke(app: &TestApp, function: Function, event: &Value) -> (u16, Response<Body>, Value) {
     let request = request::from_str(&event.to_string()).expect("lambda_http parses the event");

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::events::{authorize, event, for_task};
+
 use common::functions::{Function, body_json};
 use common::{prepare_database, test_database_url};
 use serde_json::{Value, json};
@@ -12,28 +14,6 @@ use tasks_api::dev::{TokenOptions, mint_hs256};
 use tasks_api::runtime_api::Outcome;
 
 const SECRET: &str = "runtime-api-test-secret-0123456789abcdef";
-
-fn event(name: &str) -> Value {
-    let path = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn as_user(mut event: Value, token: &str) -> Value {
-    event["headers"]["authorization"] = json!(format!("Bearer {token}"));
-    event
-}
-
-fn for_task(mut event: Value, id: &str) -> Value {
-    let fixture = event["pathParameters"]["task_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let path = event["rawPath"].as_str().unwrap().replace(&fixture, id);
-    event["rawPath"] = json!(path.clone());
-    event["requestContext"]["http"]["path"] = json!(path);
-    event["pathParameters"]["task_id"] = json!(id);
-    event
-}
 
 fn config(application_name: &str) -> Vec<(&'static str, String)> {
     let url = test_database_url();
@@ -69,7 +49,7 @@ async fn every_function_binary_serves_its_route_warm() {
     let create = Function::start("create-task", &vars).await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        let mut e = as_user(event("create-task"), &token);
+        let mut e = authorize(event("create-task"), &token);
         e["body"] = json!(json!({"title": format!("task {i}")}).to_string());
         let document = create.respond(&e).await;
         assert_eq!(document["statusCode"], 201, "{document}");
@@ -82,7 +62,7 @@ async fn every_function_binary_serves_its_route_warm() {
     }
 
     let list = Function::start("list-tasks", &vars).await;
-    let mut e = as_user(event("list-tasks"), &token);
+    let mut e = authorize(event("list-tasks"), &token);
     e["rawQueryString"] = json!("limit=2");
     let page = list.respond(&e).await;
     assert_eq!(page["statusCode"], 200);
@@ -99,12 +79,12 @@ async fn every_function_binary_serves_its_route_warm() {
 
     let get = Function::start("get-task", &vars).await;
     let document = get
-        .respond(&for_task(as_user(event("get-task"), &token), &ids[0]))
+        .respond(&for_task(authorize(event("get-task"), &token), &ids[0]))
         .await;
     assert_eq!(body_json(&document)["data"]["title"], "task 0");
     let stranger = token.replace('.', ".x");
     let document = get
-        .respond(&for_task(as_user(event("get-task"), &stranger), &ids[0]))
+        .respond(&for_task(authorize(event("get-task"), &stranger), &ids[0]))
         .await;
     assert_eq!(document["statusCode"], 401);
     assert!(
@@ -116,7 +96,7 @@ async fn every_function_binary_serves_its_route_warm() {
 
     let update = Function::start("update-task", &vars).await;
     let document = update
-        .respond(&for_task(as_user(event("update-task"), &token), &ids[0]))
+        .respond(&for_task(authorize(event("update-task"), &token), &ids[0]))
         .await;
     assert_eq!(document["statusCode"], 200);
     assert_eq!(body_json(&document)["data"]["is_completed"], true);
@@ -124,19 +104,19 @@ async fn every_function_binary_serves_its_route_warm() {
     let toggle = Function::start("toggle-task", &vars).await;
     for expected in ["Task marked as incomplete", "Task marked as complete"] {
         let document = toggle
-            .respond(&for_task(as_user(event("toggle-task"), &token), &ids[0]))
+            .respond(&for_task(authorize(event("toggle-task"), &token), &ids[0]))
             .await;
         assert_eq!(body_json(&document)["message"], expected);
     }
 
     let delete = Function::start("delete-task", &vars).await;
     let document = delete
-        .respond(&for_task(as_user(event("delete-task"), &token), &ids[1]))
+        .respond(&for_task(authorize(event("delete-task"), &token), &ids[1]))
         .await;
     assert_eq!(document["statusCode"], 204);
     assert_eq!(body_json(&document), Value::Null);
     let document = delete
-        .respond(&for_task(as_user(event("delete-task"), &token), &ids[1]))
+        .respond(&for_task(authorize(event("delete-task"), &token), &ids[1]))
         .await;
     assert_eq!(document["statusCode"], 404);
     assert_eq!(body_json(&document)["error"]["code"], "TASK_NOT_FOUND");
@@ -160,7 +140,7 @@ async fn a_function_answers_only_its_own_route() {
     let vars = config("rt-wrong-route");
     let get = Function::start("get-task", &vars).await;
     let document = get
-        .respond(&as_user(event("list-tasks"), &token("someone")))
+        .respond(&authorize(event("list-tasks"), &token("someone")))
         .await;
     assert_eq!(document["statusCode"], 404);
     assert_eq!(body_json(&document)["error"]["code"], "NOT_FOUND");
@@ -214,7 +194,7 @@ async fn database_down_at_cold_start_still_inits_and_answers_503() {
     assert!(document["headers"]["retry-after"].is_string());
     let list = Function::start("list-tasks", &vars).await;
     let document = list
-        .respond(&as_user(event("list-tasks"), &token("u")))
+        .respond(&authorize(event("list-tasks"), &token("u")))
         .await;
     assert_eq!(document["statusCode"], 503);
     assert_eq!(body_json(&document)["error"]["code"], "SERVICE_UNAVAILABLE");

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::events::event;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -66,11 +68,6 @@ async fn create_secret(endpoint: &str, name: &str, value: &str) -> String {
         .await
         .expect("create secret in moto");
     created.arn().expect("arn").to_owned()
-}
-
-fn event(name: &str) -> serde_json::Value {
-    let path = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[tokio::test]

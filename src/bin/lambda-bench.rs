@@ -27,7 +27,8 @@ fn arg(name: &str, default: &str) -> String {
 
 fn event(function: &str, token: &str) -> Value {
     let path = format!("{}/events/{function}.json", env!("CARGO_MANIFEST_DIR"));
-    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("event")).expect("json");
+    let mut event: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("event")).expect("json");
     if event["headers"].get("authorization").is_some() {
         event["headers"]["authorization"] = json!(format!("Bearer {token}"));
     }
@@ -39,7 +40,11 @@ struct Sample {
     status: u64,
 }
 
-async fn spawn(binary: &PathBuf, function: &str, database_url: &str) -> (RuntimeApi, tokio::process::Child, Instant) {
+async fn spawn(
+    binary: &PathBuf,
+    function: &str,
+    database_url: &str,
+) -> (RuntimeApi, tokio::process::Child, Instant) {
     let api = RuntimeApi::start().await.expect("runtime api");
     let started = Instant::now();
     let child = Command::new(binary)
@@ -66,7 +71,11 @@ async fn invoke(api: &RuntimeApi, event: &Value) -> u64 {
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }
@@ -87,13 +96,31 @@ async fn main() {
     let dir = PathBuf::from(arg("--dir", "target/release"));
     let spawns: usize = arg("--spawns", "20").parse().expect("--spawns");
     let warm: usize = arg("--warm", "1000").parse().expect("--warm");
-    let database_url = arg("--database-url", "postgres://postgres@127.0.0.1:5432/tasks_bench");
-    tasks_shared::migrate::create_database_if_missing(&database_url).await.expect("create db");
-    let mut admin = tasks_shared::migrate::connect(&database_url, None).await.expect("connect");
-    tasks_shared::migrate::run(&mut admin).await.expect("migrate");
-    let token = mint_hs256(SECRET, "lambda-bench-user", &TokenOptions { ttl_seconds: 3600, ..Default::default() });
+    let database_url = arg(
+        "--database-url",
+        "postgres://postgres@127.0.0.1:5432/tasks_bench",
+    );
+    tasks_shared::migrate::create_database_if_missing(&database_url)
+        .await
+        .expect("create db");
+    let mut admin = tasks_shared::migrate::connect(&database_url, None)
+        .await
+        .expect("connect");
+    tasks_shared::migrate::run(&mut admin)
+        .await
+        .expect("migrate");
+    let token = mint_hs256(
+        SECRET,
+        "lambda-bench-user",
+        &TokenOptions {
+            ttl_seconds: 3600,
+            ..Default::default()
+        },
+    );
 
-    println!("| function | cold start median ms | cold max ms | status | warm median ms | warm p99 ms | peak RSS MiB |");
+    println!(
+        "| function | cold start median ms | cold max ms | status | warm median ms | warm p99 ms | peak RSS MiB |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for route in &ROUTES {
         let function = route.function.name();
@@ -103,7 +130,10 @@ async fn main() {
         for _ in 0..spawns {
             let (api, mut child, started) = spawn(&binary, function, &database_url).await;
             let status = invoke(&api, &event).await;
-            samples.push(Sample { cold: started.elapsed(), status });
+            samples.push(Sample {
+                cold: started.elapsed(),
+                status,
+            });
             let _ = child.kill().await;
         }
         let statuses: std::collections::BTreeSet<u64> = samples.iter().map(|s| s.status).collect();

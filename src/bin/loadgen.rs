@@ -75,14 +75,27 @@ struct Connection {
 
 impl Connection {
     async fn open(authority: &str, token: String) -> Result<Self, String> {
-        let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| e.to_string())?;
+        let stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| e.to_string())?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(connection);
-        Ok(Self { sender, host: authority.to_owned(), token })
+        Ok(Self {
+            sender,
+            host: authority.to_owned(),
+            token,
+        })
     }
 
-    async fn send(&mut self, method: Method, path: &str, body: Option<String>) -> Result<(u16, Bytes), String> {
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(u16, Bytes), String> {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
@@ -95,9 +108,18 @@ impl Connection {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| e.to_string())?;
         self.sender.ready().await.map_err(|e| e.to_string())?;
-        let response = self.sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         Ok((status, body))
     }
 }
@@ -112,8 +134,17 @@ struct UserResult {
     errors: Vec<String>,
 }
 
-async fn run_user(authority: String, token: String, seed_tasks: usize, start: Instant, end: Instant) -> UserResult {
-    let mut result = UserResult { latencies: Vec::new(), errors: Vec::new() };
+async fn run_user(
+    authority: String,
+    token: String,
+    seed_tasks: usize,
+    start: Instant,
+    end: Instant,
+) -> UserResult {
+    let mut result = UserResult {
+        latencies: Vec::new(),
+        errors: Vec::new(),
+    };
     let mut connection = match Connection::open(&authority, token).await {
         Ok(c) => c,
         Err(e) => {
@@ -123,7 +154,14 @@ async fn run_user(authority: String, token: String, seed_tasks: usize, start: In
     };
     let mut ids = Vec::new();
     for i in 0..seed_tasks {
-        match connection.send(Method::POST, "/api/tasks", Some(format!(r#"{{"title":"seed {i}"}}"#))).await {
+        match connection
+            .send(
+                Method::POST,
+                "/api/tasks",
+                Some(format!(r#"{{"title":"seed {i}"}}"#)),
+            )
+            .await
+        {
             Ok((201, body)) => ids.extend(task_id(&body)),
             Ok((status, _)) => result.errors.push(format!("seed: {status}")),
             Err(e) => result.errors.push(format!("seed: {e}")),
@@ -134,13 +172,26 @@ async fn run_user(authority: String, token: String, seed_tasks: usize, start: In
     tokio::time::sleep_until(start.into()).await;
     while Instant::now() < end {
         let op = pick(&mut rng);
-        let id = ids.get(rng.random_range(0..ids.len().max(1))).cloned().unwrap_or_default();
+        let id = ids
+            .get(rng.random_range(0..ids.len().max(1)))
+            .cloned()
+            .unwrap_or_default();
         let (method, path, body, expected) = match op {
             Op::List => (Method::GET, "/api/tasks?limit=20".to_owned(), None, 200),
-            Op::Create => (Method::POST, "/api/tasks".to_owned(), Some(r#"{"title":"load test task","description":"created under load"}"#.to_owned()), 201),
+            Op::Create => (
+                Method::POST,
+                "/api/tasks".to_owned(),
+                Some(r#"{"title":"load test task","description":"created under load"}"#.to_owned()),
+                201,
+            ),
             Op::Get => (Method::GET, format!("/api/tasks/{id}"), None, 200),
             Op::Toggle => (Method::PATCH, format!("/api/tasks/{id}/toggle"), None, 200),
-            Op::Update => (Method::PUT, format!("/api/tasks/{id}"), Some(r#"{"title":"updated under load","is_completed":false}"#.to_owned()), 200),
+            Op::Update => (
+                Method::PUT,
+                format!("/api/tasks/{id}"),
+                Some(r#"{"title":"updated under load","is_completed":false}"#.to_owned()),
+                200,
+            ),
         };
         let sent = Instant::now();
         match connection.send(method, &path, body).await {
@@ -176,16 +227,36 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let authority = options.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let authority = options
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
     let results = runtime.block_on(async {
         // Seeding happens before `start`; the measured window is exactly `seconds` long.
         let start = Instant::now() + Duration::from_secs(5);
         let end = start + Duration::from_secs(options.seconds);
         let users: Vec<_> = (0..options.users)
             .map(|i| {
-                let token = mint_hs256(&options.secret, &format!("load-user-{i:03}"), &TokenOptions { ttl_seconds: 3600, ..Default::default() });
-                tokio::spawn(run_user(authority.clone(), token, options.seed_tasks, start, end))
+                let token = mint_hs256(
+                    &options.secret,
+                    &format!("load-user-{i:03}"),
+                    &TokenOptions {
+                        ttl_seconds: 3600,
+                        ..Default::default()
+                    },
+                );
+                tokio::spawn(run_user(
+                    authority.clone(),
+                    token,
+                    options.seed_tasks,
+                    start,
+                    end,
+                ))
             })
             .collect();
         let mut results = Vec::new();
@@ -209,7 +280,12 @@ fn main() -> std::process::ExitCode {
     all.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("users: {}  duration: {} s", options.users, options.seconds);
-    println!("requests: {}  requests/s: {:.0}  errors: {}", all.len(), all.len() as f64 / options.seconds as f64, errors.len());
+    println!(
+        "requests: {}  requests/s: {:.0}  errors: {}",
+        all.len(),
+        all.len() as f64 / options.seconds as f64,
+        errors.len()
+    );
     println!(
         "latency ms: p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
         ms(percentile(&all, 50.0)),
@@ -221,5 +297,9 @@ fn main() -> std::process::ExitCode {
     for error in errors.iter().take(10) {
         println!("error: {error}");
     }
-    if errors.is_empty() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+    if errors.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
 }

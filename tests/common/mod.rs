@@ -2,6 +2,7 @@
 //! JWKS endpoint and a controllable TCP proxy in front of PostgreSQL for outage tests.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod events;
 pub mod functions;
 pub mod jwks;
 pub mod proxy;

@@ -8,7 +8,8 @@
 //! create upserts the author; the other writes refresh the stored email only when they changed a
 //! task (`EXISTS (SELECT 1 FROM task)`).
 
-use tokio_postgres::{Row, types::Type};
+use tokio_postgres::Row;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use super::list::ListQuery;
@@ -16,65 +17,100 @@ use super::model::{Task, TaskInput};
 use crate::auth::Identity;
 use crate::db::{Database, DbError, Retry};
 
-const CREATE: &str = "\
-WITH author AS (
+/// The columns of a `Task`, in `task_from_row` order.
+macro_rules! task_columns {
+    () => {
+        "id, user_id, title, description, is_completed, created_at, updated_at"
+    };
+}
+
+/// For writes other than create: refresh the author's stored email (`$3`) only if the `task`
+/// CTE changed a row, so a 404 leaves `users` untouched.
+macro_rules! refresh_author_email {
+    () => {
+        "author AS (
+    UPDATE users SET email = $3
+    WHERE id = $2 AND $3 IS NOT NULL AND email IS DISTINCT FROM $3 AND EXISTS (SELECT 1 FROM task)
+)"
+    };
+}
+
+/// `updated_at` strictly increases on every write, even within one clock tick.
+macro_rules! next_updated_at {
+    () => {
+        "updated_at = GREATEST(now(), updated_at + interval '1 microsecond')"
+    };
+}
+
+const CREATE: &str = concat!(
+    "WITH author AS (
     INSERT INTO users (id, email) VALUES ($2, $3)
     ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email
         WHERE EXCLUDED.email IS NOT NULL AND users.email IS DISTINCT FROM EXCLUDED.email
 )
 INSERT INTO tasks (id, user_id, title, description)
 VALUES ($1, $2, $4, $5)
-RETURNING id, user_id, title, description, is_completed, created_at, updated_at";
+RETURNING ",
+    task_columns!()
+);
 
-const GET: &str = "\
-SELECT id, user_id, title, description, is_completed, created_at, updated_at
-FROM tasks WHERE id = $1 AND user_id = $2";
+const GET: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE id = $1 AND user_id = $2"
+);
 
-const LIST: &str = "\
-SELECT id, user_id, title, description, is_completed, created_at, updated_at
+const LIST: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    "
 FROM tasks
 WHERE user_id = $1
   AND ($2::boolean IS NULL OR is_completed = $2)
   AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
 ORDER BY created_at DESC, id DESC
-LIMIT $5";
+LIMIT $5"
+);
 
-/// `updated_at` strictly increases on every write, even within one clock tick.
-const UPDATE: &str = "\
-WITH task AS (
-    UPDATE tasks
-    SET title = $4, description = $5, is_completed = COALESCE($6, is_completed),
-        updated_at = GREATEST(now(), updated_at + interval '1 microsecond')
+const UPDATE: &str = concat!(
+    "WITH task AS (
+    UPDATE tasks SET title = $4, description = $5, is_completed = COALESCE($6, is_completed), ",
+    next_updated_at!(),
+    "
     WHERE id = $1 AND user_id = $2
-    RETURNING id, user_id, title, description, is_completed, created_at, updated_at
-), author AS (
-    UPDATE users SET email = $3
-    WHERE id = $2 AND $3 IS NOT NULL AND email IS DISTINCT FROM $3 AND EXISTS (SELECT 1 FROM task)
-)
-SELECT * FROM task";
+    RETURNING ",
+    task_columns!(),
+    "
+), ",
+    refresh_author_email!(),
+    "
+SELECT * FROM task"
+);
 
 /// Row locking makes concurrent toggles serialize: each flips the value the previous one wrote.
-const TOGGLE: &str = "\
-WITH task AS (
-    UPDATE tasks
-    SET is_completed = NOT is_completed,
-        updated_at = GREATEST(now(), updated_at + interval '1 microsecond')
+const TOGGLE: &str = concat!(
+    "WITH task AS (
+    UPDATE tasks SET is_completed = NOT is_completed, ",
+    next_updated_at!(),
+    "
     WHERE id = $1 AND user_id = $2
-    RETURNING id, user_id, title, description, is_completed, created_at, updated_at
-), author AS (
-    UPDATE users SET email = $3
-    WHERE id = $2 AND $3 IS NOT NULL AND email IS DISTINCT FROM $3 AND EXISTS (SELECT 1 FROM task)
-)
-SELECT * FROM task";
+    RETURNING ",
+    task_columns!(),
+    "
+), ",
+    refresh_author_email!(),
+    "
+SELECT * FROM task"
+);
 
-const DELETE: &str = "\
-WITH task AS (
+const DELETE: &str = concat!(
+    "WITH task AS (
     DELETE FROM tasks WHERE id = $1 AND user_id = $2 RETURNING id
-), author AS (
-    UPDATE users SET email = $3
-    WHERE id = $2 AND $3 IS NOT NULL AND email IS DISTINCT FROM $3 AND EXISTS (SELECT 1 FROM task)
-)
-SELECT id FROM task";
+), ",
+    refresh_author_email!(),
+    "
+SELECT id FROM task"
+);
 
 /// Health probe: a statement that needs a live connection and nothing else.
 const PING: &str = "SELECT 1";
@@ -176,34 +212,27 @@ pub async fn update(
 }
 
 pub async fn toggle(db: &Database, who: &Identity, id: Uuid) -> Result<Option<Task>, DbError> {
-    let rows = db
-        .query(
-            TOGGLE,
-            &[
-                (&id, Type::UUID),
-                (&who.user_id, Type::TEXT),
-                (&who.email, Type::TEXT),
-            ],
-            Retry::No,
-        )
-        .await?;
-    one_task(rows)
+    one_task(write_by_id(db, TOGGLE, who, id).await?)
 }
 
 /// `true` when a task was deleted.
 pub async fn delete(db: &Database, who: &Identity, id: Uuid) -> Result<bool, DbError> {
-    let rows = db
-        .query(
-            DELETE,
-            &[
-                (&id, Type::UUID),
-                (&who.user_id, Type::TEXT),
-                (&who.email, Type::TEXT),
-            ],
-            Retry::No,
-        )
-        .await?;
-    Ok(!rows.is_empty())
+    Ok(!write_by_id(db, DELETE, who, id).await?.is_empty())
+}
+
+/// A write addressed by task id only: `$1` id, `$2` user, `$3` email.
+async fn write_by_id(
+    db: &Database,
+    sql: &str,
+    who: &Identity,
+    id: Uuid,
+) -> Result<Vec<Row>, DbError> {
+    let params: [(&(dyn ToSql + Sync), Type); 3] = [
+        (&id, Type::UUID),
+        (&who.user_id, Type::TEXT),
+        (&who.email, Type::TEXT),
+    ];
+    db.query(sql, &params, Retry::No).await
 }
 
 pub async fn ping(db: &Database) -> Result<(), DbError> {
