@@ -33,6 +33,9 @@ max_client_conn = 500
 server_reset_query =
 ignore_startup_parameters = extra_float_digits,options
 query_wait_timeout = 120
+# Default 15 s: after a failed server login PgBouncer waits that long before trying again,
+# which would stretch a 2 s PostgreSQL restart into a 15 s outage.
+server_login_retry = 1
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 INI
