@@ -52,8 +52,9 @@ async fn migrate() -> Result<(), String> {
 
 async fn migrate_database(config: &Config) -> Result<Vec<String>, String> {
     let url = config.database_url.expose_secret();
-    migrate::create_database_if_missing(url).await?;
-    let mut client = migrate::connect(url, config.database.ca_cert.as_deref()).await?;
+    let ca_cert = config.database.ca_cert.as_deref();
+    migrate::create_database_if_missing(url, ca_cert).await?;
+    let mut client = migrate::connect(url, ca_cert).await?;
     migrate::run(&mut client).await.map_err(|e| e.to_string())
 }
 

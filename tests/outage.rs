@@ -91,7 +91,10 @@ async fn a_write_answered_503_never_runs_later() {
         .send(Method::POST, "/api/tasks", Some(&token), Some(&body))
         .await;
     response.assert_error(503, "SERVICE_UNAVAILABLE");
-    eprintln!("database hanging (deadline 800 ms): 503 after {:?}", started.elapsed());
+    eprintln!(
+        "database hanging (deadline 800 ms): 503 after {:?}",
+        started.elapsed()
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
 
     // The database comes back; whatever was still queued on a live connection would run now.

@@ -5,7 +5,8 @@
 //! then finds nothing to do. Run migrations over a *direct* (non-pooled) connection: the lock is
 //! session-level, which PgBouncer's transaction mode does not preserve.
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -46,40 +47,48 @@ pub async fn run(client: &mut Client) -> Result<Vec<String>, MigrateError> {
 
 /// Connects (plain TCP or verified TLS, like the request path) for a one-off admin session.
 pub async fn connect(url: &str, ca_cert: Option<&str>) -> Result<Client, String> {
-    crate::db::connect_admin(url, ca_cert).await
+    crate::db::connect_admin(url, ca_cert, None).await
 }
 
 /// Creates the database named in `url` if it does not exist (local development and tests),
-/// connecting to the server's `postgres` database to do so.
-pub async fn create_database_if_missing(url: &str) -> Result<(), String> {
-    let config: tokio_postgres::Config =
-        url.parse().map_err(|e| format!("bad DATABASE_URL: {e}"))?;
+/// connecting to the server's `postgres` database, with the same TLS settings, to do so.
+pub async fn create_database_if_missing(url: &str, ca_cert: Option<&str>) -> Result<(), String> {
+    let config: tokio_postgres::Config = url
+        .split_once('?')
+        .map_or(url, |(base, _)| base)
+        .parse()
+        .map_err(|e| format!("bad DATABASE_URL: {e}"))?;
     let Some(name) = config.get_dbname().map(str::to_owned) else {
         return Ok(());
     };
-    let mut admin = config.clone();
-    admin.dbname("postgres");
-    let (client, connection) = admin.connect(NoTls).await.map_err(|e| e.to_string())?;
-    let task = tokio::spawn(connection);
+    // Usually it exists: then no access to the `postgres` database is needed (Neon).
+    let direct_error = match crate::db::connect_admin(url, ca_cert, None).await {
+        Ok(_) => return Ok(()),
+        Err(error) => error,
+    };
+    let client = crate::db::connect_admin(url, ca_cert, Some("postgres"))
+        .await
+        .map_err(|_| direct_error)?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
         .map_err(|e| e.to_string())?
         .is_some();
-    if !exists {
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        match client
-            .batch_execute(&format!("CREATE DATABASE {quoted}"))
-            .await
-        {
-            Ok(()) => tracing::info!(database = %name, "created database"),
-            // Another process created it first.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {}
-            Err(e) => return Err(e.to_string()),
-        }
+    if exists {
+        return Ok(());
     }
-    drop(client);
-    let _ = task.await;
-    Ok(())
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    match client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        // Another process created it first.
+        Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
 }

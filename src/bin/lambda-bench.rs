@@ -100,7 +100,7 @@ async fn main() {
         "--database-url",
         "postgres://postgres@127.0.0.1:5432/tasks_bench",
     );
-    tasks_shared::migrate::create_database_if_missing(&database_url)
+    tasks_shared::migrate::create_database_if_missing(&database_url, None)
         .await
         .expect("create db");
     let mut admin = tasks_shared::migrate::connect(&database_url, None)

@@ -10,11 +10,16 @@ use tasks_api::runtime_api::{Outcome, RuntimeApi, lambda_environment};
 use tasks_shared::http::ROUTES;
 use tokio::process::{Child, Command};
 
-/// Builds the seven function binaries (debug profile, same target directory) and returns the
-/// directory holding them. `cargo test` builds only test harnesses for other packages' binaries.
+/// The directory holding the seven function binaries. `TASKS_FUNCTION_DIR` names prebuilt ones
+/// (CI: the arm64 release binaries that ship, run with `TASKS_FUNCTION_RUNNER=qemu-aarch64 …`);
+/// otherwise they are built here (debug profile, same target directory), since `cargo test`
+/// builds only test harnesses for other packages' binaries.
 pub fn binaries_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if let Ok(dir) = std::env::var("TASKS_FUNCTION_DIR") {
+            return PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
+        }
         let mut command = std::process::Command::new(env!("CARGO"));
         command.args(["build", "--quiet"]);
         for route in &ROUTES {
@@ -46,7 +51,18 @@ impl Function {
     /// PATH, so the developer's shell cannot leak configuration in).
     pub async fn start(name: &str, vars: &[(&str, String)]) -> Self {
         let api = RuntimeApi::start().await.expect("runtime api");
-        let mut command = Command::new(binaries_dir().join(name));
+        let binary = binaries_dir().join(name);
+        // e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu" to run arm64 binaries on x86_64.
+        let runner = std::env::var("TASKS_FUNCTION_RUNNER").unwrap_or_default();
+        let mut words = runner.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -38,7 +38,7 @@ pub fn direct_database_url() -> String {
 /// Creates and migrates the test database (idempotent, safe across concurrent test processes).
 pub async fn prepare_database() {
     let url = direct_database_url();
-    tasks_shared::migrate::create_database_if_missing(&url)
+    tasks_shared::migrate::create_database_if_missing(&url, None)
         .await
         .expect("create test database");
     let mut client = tasks_shared::migrate::connect(&url, None)

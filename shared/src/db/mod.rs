@@ -235,12 +235,17 @@ fn connection_setup(
 }
 
 /// One unpooled session, e.g. for migrations (which need session-level advisory locks).
+/// `database` overrides the URL's database name (to reach `postgres` for `CREATE DATABASE`).
 pub async fn connect_admin(
     url: &str,
     ca_cert: Option<&str>,
+    database: Option<&str>,
 ) -> Result<tokio_postgres::Client, String> {
-    let (pg, tls) =
+    let (mut pg, tls) =
         connection_setup(url, ca_cert, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    if let Some(database) = database {
+        pg.dbname(database);
+    }
     match tls {
         Tls::Disabled => {
             let (client, connection) = pg.connect(NoTls).await.map_err(|e| e.to_string())?;
