@@ -52,10 +52,7 @@ async fn migrate() -> Result<(), String> {
 
 async fn migrate_database(config: &Config) -> Result<Vec<String>, String> {
     let url = config.database_url.expose_secret();
-    let ca_cert = config.database.ca_cert.as_deref();
-    migrate::create_database_if_missing(url, ca_cert).await?;
-    let mut client = migrate::connect(url, ca_cert).await?;
-    migrate::run(&mut client).await.map_err(|e| e.to_string())
+    migrate::prepare(url, config.database.ca_cert.as_deref()).await
 }
 
 async fn serve() -> Result<(), String> {

@@ -45,6 +45,14 @@ pub async fn run(client: &mut Client) -> Result<Vec<String>, MigrateError> {
         .collect())
 }
 
+/// What `serve`, `migrate`, the tests and the benchmarks do first: create the database if it is
+/// missing, then apply pending migrations. Returns the names applied by this call.
+pub async fn prepare(url: &str, ca_cert: Option<&str>) -> Result<Vec<String>, String> {
+    create_database_if_missing(url, ca_cert).await?;
+    let mut client = connect(url, ca_cert).await?;
+    run(&mut client).await.map_err(|e| e.to_string())
+}
+
 /// Connects (plain TCP or verified TLS, like the request path) for a one-off admin session.
 pub async fn connect(url: &str, ca_cert: Option<&str>) -> Result<Client, String> {
     crate::db::connect_admin(url, ca_cert, None).await
@@ -52,7 +60,7 @@ pub async fn connect(url: &str, ca_cert: Option<&str>) -> Result<Client, String>
 
 /// Creates the database named in `url` if it does not exist (local development and tests),
 /// connecting to the server's `postgres` database, with the same TLS settings, to do so.
-pub async fn create_database_if_missing(url: &str, ca_cert: Option<&str>) -> Result<(), String> {
+async fn create_database_if_missing(url: &str, ca_cert: Option<&str>) -> Result<(), String> {
     let config: tokio_postgres::Config = url
         .split_once('?')
         .map_or(url, |(base, _)| base)

@@ -100,15 +100,9 @@ async fn main() {
         "--database-url",
         "postgres://postgres@127.0.0.1:5432/tasks_bench",
     );
-    tasks_shared::migrate::create_database_if_missing(&database_url, None)
+    tasks_shared::migrate::prepare(&database_url, None)
         .await
-        .expect("create db");
-    let mut admin = tasks_shared::migrate::connect(&database_url, None)
-        .await
-        .expect("connect");
-    tasks_shared::migrate::run(&mut admin)
-        .await
-        .expect("migrate");
+        .expect("prepare the benchmark database");
     let token = mint_hs256(
         SECRET,
         "lambda-bench-user",

@@ -37,16 +37,9 @@ pub fn direct_database_url() -> String {
 
 /// Creates and migrates the test database (idempotent, safe across concurrent test processes).
 pub async fn prepare_database() {
-    let url = direct_database_url();
-    tasks_shared::migrate::create_database_if_missing(&url, None)
+    tasks_shared::migrate::prepare(&direct_database_url(), None)
         .await
-        .expect("create test database");
-    let mut client = tasks_shared::migrate::connect(&url, None)
-        .await
-        .expect("connect to test database");
-    tasks_shared::migrate::run(&mut client)
-        .await
-        .expect("migrate test database");
+        .expect("create and migrate the test database");
 }
 
 /// A direct connection for assertions on what is stored.
