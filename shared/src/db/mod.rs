@@ -67,7 +67,7 @@ pub enum Retry {
     /// Reads: any connection failure.
     Once,
     /// Writes: only when the server proved the statement did not commit.
-    No,
+    IfNotCommitted,
 }
 
 #[derive(Clone)]
@@ -141,7 +141,7 @@ impl Database {
                     let broken = connection_is_broken(&error);
                     let may_retry = match retry {
                         Retry::Once => broken,
-                        Retry::No => session_terminated(&error),
+                        Retry::IfNotCommitted => session_terminated(&error),
                     };
                     if broken {
                         drop(Object::take(client));

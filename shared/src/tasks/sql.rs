@@ -146,7 +146,7 @@ pub async fn create(db: &Database, who: &Identity, input: &TaskInput) -> Result<
                 (&input.title, Type::VARCHAR),
                 (&input.description, Type::TEXT),
             ],
-            Retry::No,
+            Retry::IfNotCommitted,
         )
         .await?;
     one_task(rows)?.ok_or(DbError::MissingRow)
@@ -205,7 +205,7 @@ pub async fn update(
                 (&input.description, Type::TEXT),
                 (&input.is_completed, Type::BOOL),
             ],
-            Retry::No,
+            Retry::IfNotCommitted,
         )
         .await?;
     one_task(rows)
@@ -232,7 +232,7 @@ async fn write_by_id(
         (&who.user_id, Type::TEXT),
         (&who.email, Type::TEXT),
     ];
-    db.query(sql, &params, Retry::No).await
+    db.query(sql, &params, Retry::IfNotCommitted).await
 }
 
 pub async fn ping(db: &Database) -> Result<(), DbError> {
