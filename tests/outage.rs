@@ -10,12 +10,6 @@ use common::{direct_database_url, inspect, spawn_app_with};
 use http::{Method, StatusCode};
 use serde_json::json;
 
-fn upstream() -> std::net::SocketAddr {
-    let config: tokio_postgres::Config = direct_database_url().parse().unwrap();
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("127.0.0.1:{port}").parse().unwrap()
-}
-
 async fn count_titled(title: &str) -> i64 {
     let db = inspect().await;
     db.query_one("SELECT count(*) FROM tasks WHERE title = $1", &[&title])
@@ -27,7 +21,7 @@ async fn count_titled(title: &str) -> i64 {
 #[tokio::test]
 async fn unreachable_database_gives_a_fast_503_and_recovers_without_restart() {
     common::prepare_database().await;
-    let proxy = PgProxy::start(upstream()).await;
+    let proxy = PgProxy::start(common::direct_upstream()).await;
     let url = proxy.url_for(&direct_database_url());
     let app = spawn_app_with(&[("DATABASE_URL", &url), ("DATABASE_TIMEOUT_MS", "1500")]).await;
     let (_, token) = app.new_user();
@@ -70,7 +64,7 @@ async fn unreachable_database_gives_a_fast_503_and_recovers_without_restart() {
 #[tokio::test]
 async fn a_write_answered_503_never_runs_later() {
     common::prepare_database().await;
-    let proxy = PgProxy::start(upstream()).await;
+    let proxy = PgProxy::start(common::direct_upstream()).await;
     let url = proxy.url_for(&direct_database_url());
     let app = spawn_app_with(&[
         ("DATABASE_URL", &url),
@@ -112,9 +106,7 @@ async fn a_write_answered_503_never_runs_later() {
 async fn killed_connections_are_replaced_and_writes_apply_once() {
     common::prepare_database().await;
     let app_name = format!("outage-{}", uuid::Uuid::now_v7().simple());
-    let base = direct_database_url();
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{separator}application_name={app_name}");
+    let url = common::with_application_name(&direct_database_url(), &app_name);
     let app = spawn_app_with(&[("DATABASE_URL", &url), ("DATABASE_POOL_SIZE", "2")]).await;
     let (_, token) = app.new_user();
     app.create_task(&token, "warm").await;

@@ -21,12 +21,7 @@ fn one_statement() -> Counts {
 #[tokio::test]
 async fn every_route_costs_one_statement_and_no_new_connection_when_warm() {
     common::prepare_database().await;
-    let upstream = {
-        let config: tokio_postgres::Config = direct_database_url().parse().unwrap();
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        format!("127.0.0.1:{port}").parse().unwrap()
-    };
-    let proxy = PgProxy::start(upstream).await;
+    let proxy = PgProxy::start(common::direct_upstream()).await;
     let url = proxy.url_for(&direct_database_url());
     // Pool of one, as in Lambda: the same warm connection serves every request.
     let app = spawn_app_with(&[("DATABASE_URL", &url), ("DATABASE_POOL_SIZE", "1")]).await;

@@ -16,12 +16,10 @@ use tasks_api::runtime_api::Outcome;
 const SECRET: &str = "runtime-api-test-secret-0123456789abcdef";
 
 fn config(application_name: &str) -> Vec<(&'static str, String)> {
-    let url = test_database_url();
-    let separator = if url.contains('?') { '&' } else { '?' };
     vec![
         (
             "DATABASE_URL",
-            format!("{url}{separator}application_name={application_name}"),
+            common::with_application_name(&test_database_url(), application_name),
         ),
         ("JWT_SECRET", SECRET.to_owned()),
     ]

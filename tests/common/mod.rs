@@ -265,3 +265,16 @@ pub async fn connections_named(application_name: &str) -> usize {
         })
         .count()
 }
+
+/// The TCP address of the direct database (for putting a proxy in front of it).
+pub fn direct_upstream() -> SocketAddr {
+    let config: tokio_postgres::Config = direct_database_url().parse().expect("database url");
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// `url` with `application_name` set, so a test can find its own server sessions.
+pub fn with_application_name(url: &str, name: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={name}")
+}
