@@ -18,6 +18,37 @@ use tasks_shared::http::body::MAX_BODY_BYTES;
 use tasks_shared::lambda_http::Body;
 use tokio::net::TcpListener;
 
+/// Methods a cross-origin caller may use (`Access-Control-Allow-Methods`). `template.yaml`'s
+/// `CorsConfiguration.AllowMethods` lists the same plus `OPTIONS` (checked by
+/// `tests/deployment.rs`).
+pub const CORS_ALLOW_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Request headers a cross-origin caller may send (`Access-Control-Allow-Headers`): the token,
+/// the JSON body, safe retries and conditional requests. `template.yaml`'s
+/// `CorsConfiguration.AllowHeaders` must list the same (case-insensitively; checked by
+/// `tests/deployment.rs`).
+pub const CORS_ALLOW_HEADERS: &[&str] = &[
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "If-Match",
+    "If-None-Match",
+];
+
+/// Response headers a cross-origin caller may read (`Access-Control-Expose-Headers`).
+/// `template.yaml`'s `CorsConfiguration.ExposeHeaders` must list the same (case-insensitively;
+/// checked by `tests/deployment.rs`).
+pub const CORS_EXPOSE_HEADERS: &[&str] = &[
+    "ETag",
+    "Idempotent-Replayed",
+    "Location",
+    "Retry-After",
+    "WWW-Authenticate",
+];
+
+/// How long a browser may cache a preflight, in seconds (`template.yaml`'s `MaxAge` too).
+pub const CORS_MAX_AGE_SECONDS: u32 = 600;
+
 /// Serves until the listener fails; each connection on its own task.
 pub async fn serve(listener: TcpListener, state: Arc<State>) -> std::io::Result<()> {
     loop {
@@ -107,7 +138,7 @@ fn add_cors(headers: &mut http::HeaderMap, origin: HeaderValue) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, Retry-After, WWW-Authenticate"),
+        header_list(CORS_EXPOSE_HEADERS),
     );
     headers.append(header::VARY, HeaderValue::from_static("Origin"));
 }
@@ -118,21 +149,48 @@ fn preflight(origin: HeaderValue) -> Response<Full<Bytes>> {
     add_cors(headers, origin);
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
+        header_list(CORS_ALLOW_METHODS),
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Content-Type"),
+        header_list(CORS_ALLOW_HEADERS),
     );
     headers.insert(
         header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("600"),
+        HeaderValue::from(CORS_MAX_AGE_SECONDS),
     );
     response
+}
+
+/// `"A, B, C"`. The lists are constant ASCII tokens, so the value is always valid.
+fn header_list(items: &[&str]) -> HeaderValue {
+    HeaderValue::from_str(&items.join(", ")).expect("CORS lists are ASCII header tokens")
 }
 
 fn plain(status: StatusCode) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_lists_are_valid_header_values_of_distinct_tokens() {
+        for list in [CORS_ALLOW_METHODS, CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS] {
+            assert_eq!(header_list(list).to_str().unwrap(), list.join(", "));
+            for (i, item) in list.iter().enumerate() {
+                assert!(
+                    http::HeaderName::from_bytes(item.as_bytes()).is_ok(),
+                    "{item}"
+                );
+                assert!(
+                    !list[..i].iter().any(|o| o.eq_ignore_ascii_case(item)),
+                    "{item} twice"
+                );
+            }
+        }
+    }
 }

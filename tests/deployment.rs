@@ -1,8 +1,12 @@
 //! One source of truth for routes: `template.yaml`, `openapi.yaml`, cargo-lambda's router and
-//! the local server's `ROUTES` must agree on every method + path → function.
+//! the local server's `ROUTES` must agree on every method + path → function. Likewise for CORS:
+//! `template.yaml`'s `CorsConfiguration` (API Gateway) must say what the local server says.
 
 use std::collections::BTreeSet;
 
+use tasks_api::server::{
+    CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, CORS_MAX_AGE_SECONDS,
+};
 use tasks_shared::http::ROUTES;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -110,6 +114,86 @@ fn cargo_lambda_router_matches_and_every_function_is_a_workspace_binary() {
         assert!(
             main.contains(&format!("{:?}", route.function)),
             "functions/{name} serves its own route"
+        );
+    }
+}
+
+/// Header names compare case-insensitively; a name listed twice is a mistake.
+fn lowercase_set<'a>(items: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    let items: Vec<String> = items.into_iter().map(str::to_ascii_lowercase).collect();
+    let set: BTreeSet<String> = items.iter().cloned().collect();
+    assert_eq!(set.len(), items.len(), "duplicates in {items:?}");
+    set
+}
+
+#[test]
+fn sam_template_cors_matches_the_local_server() {
+    let template = yaml("template.yaml");
+    let apis: Vec<&Yaml> = template["Resources"]
+        .as_hash()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::Serverless::HttpApi"))
+        .collect();
+    assert_eq!(apis.len(), 1, "exactly one HTTP API");
+    let cors = &apis[0]["Properties"]["CorsConfiguration"];
+    let list = |key: &str| {
+        let items = cors[key]
+            .as_vec()
+            .unwrap_or_else(|| panic!("CorsConfiguration.{key} is a list"));
+        lowercase_set(
+            items
+                .iter()
+                .map(|item| item.as_str().expect("a header or method name")),
+        )
+    };
+    assert_eq!(
+        list("AllowHeaders"),
+        lowercase_set(CORS_ALLOW_HEADERS.iter().copied()),
+        "AllowHeaders vs src/server.rs CORS_ALLOW_HEADERS"
+    );
+    assert_eq!(
+        list("ExposeHeaders"),
+        lowercase_set(CORS_EXPOSE_HEADERS.iter().copied()),
+        "ExposeHeaders vs src/server.rs CORS_EXPOSE_HEADERS"
+    );
+    assert_eq!(
+        list("AllowMethods"),
+        lowercase_set(CORS_ALLOW_METHODS.iter().copied().chain(["OPTIONS"])),
+        "AllowMethods vs src/server.rs CORS_ALLOW_METHODS (+ OPTIONS)"
+    );
+    assert_eq!(
+        cors["MaxAge"].as_i64(),
+        Some(i64::from(CORS_MAX_AGE_SECONDS))
+    );
+}
+
+#[test]
+fn cors_lists_cover_the_contracts_headers() {
+    let allowed = lowercase_set(CORS_ALLOW_HEADERS.iter().copied());
+    for name in [
+        "authorization",
+        "content-type",
+        "idempotency-key",
+        "if-match",
+        "if-none-match",
+    ] {
+        assert!(
+            allowed.contains(name),
+            "{name} is an allowed request header"
+        );
+    }
+    let exposed = lowercase_set(CORS_EXPOSE_HEADERS.iter().copied());
+    for name in [
+        "etag",
+        "idempotent-replayed",
+        "location",
+        "retry-after",
+        "www-authenticate",
+    ] {
+        assert!(
+            exposed.contains(name),
+            "{name} is an exposed response header"
         );
     }
 }
