@@ -197,3 +197,67 @@ fn cors_lists_cover_the_contracts_headers() {
         );
     }
 }
+
+fn event(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+/// Every fixture in `events/` is an API Gateway v2 event for one of the routes.
+#[test]
+fn every_event_fixture_is_for_a_route() {
+    let dir = format!("{}/events", env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        seen += 1;
+        let event = event(&path);
+        assert_eq!(event["version"], "2.0", "{path:?}");
+        let route_key = event["routeKey"].as_str().expect("routeKey");
+        assert_eq!(event["requestContext"]["routeKey"], route_key, "{path:?}");
+        let (method, route_path) = route_key.split_once(' ').expect("METHOD /path");
+        assert_eq!(
+            event["requestContext"]["http"]["method"], method,
+            "{path:?}"
+        );
+        assert!(
+            ROUTES
+                .iter()
+                .any(|r| r.method.as_str() == method && r.path == route_path),
+            "{path:?}: {route_key} is not a route"
+        );
+    }
+    assert!(seen >= ROUTES.len(), "one event per route at least");
+}
+
+/// `update-task-if-match.json` is `update-task.json` plus well-formed `if-match` and
+/// `idempotency-key` headers (and its own request id).
+#[test]
+fn conditional_update_event_differs_only_by_its_headers() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("events");
+    let plain = event(&dir.join("update-task.json"));
+    let mut conditional = event(&dir.join("update-task-if-match.json"));
+    let headers = conditional["headers"].as_object_mut().unwrap();
+    let if_match = headers.remove("if-match").expect("if-match header");
+    let key = headers
+        .remove("idempotency-key")
+        .expect("idempotency-key header");
+    let if_match = if_match.as_str().unwrap();
+    assert!(
+        if_match.len() > 2
+            && if_match.starts_with('"')
+            && if_match.ends_with('"')
+            && !if_match[1..if_match.len() - 1].contains('"'),
+        "an entity tag: {if_match}"
+    );
+    let key = key.as_str().unwrap();
+    assert!(
+        (1..=255).contains(&key.len()) && key.bytes().all(|b| (b'!'..=b'~').contains(&b)),
+        "a valid Idempotency-Key: {key}"
+    );
+    conditional["requestContext"]["requestId"] = plain["requestContext"]["requestId"].clone();
+    assert_eq!(conditional, plain);
+}
