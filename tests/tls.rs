@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::tools::{find, free_port};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tasks_shared::config::DatabaseSettings;
-use tasks_shared::db::{Database, DbError, Retry};
+use tasks_shared::db::{Database, DbError};
 
 const PASSWORD: &str = "tls-test-password";
 
@@ -189,7 +189,6 @@ async fn session_ssl(url: &str, ca: Option<&Path>) -> Result<bool, DbError> {
         .query(
             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
             &[],
-            Retry::Once,
         )
         .await?;
     Ok(rows[0].get(0))

@@ -2,22 +2,29 @@
 //!
 //! A handler takes its dependencies (`&State`) and the request; nothing here knows whether the
 //! request came from API Gateway or the local server. Checks run in the contract's order:
-//! routing → authentication → body → existence.
+//! routing → authentication → body and headers → idempotency → existence → preconditions (the
+//! last three inside the write's one statement, see `tasks::sql`).
 
 use std::convert::Infallible;
 
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::State;
 use crate::db::DbError;
+use crate::http::conditional::{self, Condition};
 use crate::http::routes::Matched;
 use crate::http::{ApiError, Function, body, json_response, resolve};
+use crate::idempotency::RequestKey;
+use crate::tasks::sql::Outcome;
 use crate::tasks::{
     BodyKind, Cursor, ListQuery, Task, TaskEnvelope, TaskInput, TaskPage, parse_task_id, sql,
 };
+
+/// Marks a response that repeats an earlier request's answer (CONTRACT "Safe retries").
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 use crate::timestamp;
 
 /// Lambda entry point for `function`: the event must be for that function's route (API Gateway
@@ -75,10 +82,12 @@ async fn handle(
     }
     let who = state.verifier.authenticate(request.headers()).await?;
     let db = &state.db;
+    let headers = request.headers();
     match function {
         Function::Health => Ok(health(state).await),
         Function::ListTasks => {
             let query = ListQuery::parse(request.uri().query())?;
+            let if_none_match = conditional::if_none_match(headers)?;
             let mut tasks = sql::list(db, &who, &query).await?;
             let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
             let next_cursor = if tasks.len() > limit {
@@ -87,7 +96,7 @@ async fn handle(
             } else {
                 None
             };
-            Ok(json_response(
+            let page = json_response(
                 StatusCode::OK,
                 &TaskPage {
                     count: tasks.len(),
@@ -95,53 +104,134 @@ async fn handle(
                     next_cursor,
                     message: "Tasks retrieved successfully",
                 },
-            ))
+            );
+            let etag = conditional::body_etag(page.body().as_ref());
+            Ok(unless_none_match(page, etag, if_none_match.as_ref()))
         }
         Function::CreateTask => {
             let input = task_input(request, BodyKind::Create)?;
-            let task = sql::create(db, &who, &input).await?;
-            let mut response = envelope(StatusCode::CREATED, &task, "Task created successfully");
-            let location = format!("/api/tasks/{}", task.id);
-            if let Ok(value) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(header::LOCATION, value);
-            }
-            Ok(response)
+            let key = RequestKey::for_request(headers, function, None, request.body().as_ref())?;
+            let outcome = sql::create(db, &who, &input, &key).await?;
+            answer(outcome, |task| {
+                let mut response = envelope(StatusCode::CREATED, task, "Task created successfully");
+                let location = format!("/api/tasks/{}", task.id);
+                if let Ok(value) = HeaderValue::from_str(&location) {
+                    response.headers_mut().insert(header::LOCATION, value);
+                }
+                response
+            })
         }
         Function::GetTask => {
+            let if_none_match = conditional::if_none_match(headers)?;
             let id = task_id_of(task_id)?;
-            let task = found(sql::get(db, &who, id).await?)?;
-            Ok(envelope(
-                StatusCode::OK,
-                &task,
-                "Task retrieved successfully",
-            ))
+            let task = sql::get(db, &who, id)
+                .await?
+                .ok_or(ApiError::TaskNotFound)?;
+            let response = envelope(StatusCode::OK, &task, "Task retrieved successfully");
+            let etag = conditional::task_etag(task.updated_at);
+            Ok(unless_none_match(response, etag, if_none_match.as_ref()))
         }
         Function::UpdateTask => {
             let input = task_input(request, BodyKind::Replace)?;
-            let id = task_id_of(task_id)?;
-            let task = found(sql::update(db, &who, id, &input).await?)?;
-            Ok(envelope(StatusCode::OK, &task, "Task updated successfully"))
+            let (target_key, if_match, id) = by_id_checks(request, function, task_id)?;
+            let target = sql::ById {
+                who: &who,
+                id,
+                key: &target_key,
+                if_match,
+            };
+            let outcome = sql::update(db, &target, &input).await?;
+            answer(outcome, |task| {
+                envelope(StatusCode::OK, task, "Task updated successfully")
+            })
         }
         Function::DeleteTask => {
-            let id = task_id_of(task_id)?;
-            if !sql::delete(db, &who, id).await? {
-                return Err(ApiError::TaskNotFound);
-            }
-            let mut response = Response::new(Body::Empty);
-            *response.status_mut() = StatusCode::NO_CONTENT;
-            Ok(response)
+            let (key, if_match, id) = by_id_checks(request, function, task_id)?;
+            let target = sql::ById {
+                who: &who,
+                id,
+                key: &key,
+                if_match,
+            };
+            answer(sql::delete(db, &target).await?, |()| {
+                let mut response = Response::new(Body::Empty);
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                response
+            })
         }
         Function::ToggleTask => {
-            let id = task_id_of(task_id)?;
-            let task = found(sql::toggle(db, &who, id).await?)?;
-            let message = if task.is_completed {
-                "Task marked as complete"
-            } else {
-                "Task marked as incomplete"
+            let (key, if_match, id) = by_id_checks(request, function, task_id)?;
+            let target = sql::ById {
+                who: &who,
+                id,
+                key: &key,
+                if_match,
             };
-            Ok(envelope(StatusCode::OK, &task, message))
+            answer(sql::toggle(db, &target).await?, |task| {
+                let message = if task.is_completed {
+                    "Task marked as complete"
+                } else {
+                    "Task marked as incomplete"
+                };
+                envelope(StatusCode::OK, task, message)
+            })
         }
     }
+}
+
+/// The checks a write by id makes before the database, in the contract's order: the request's
+/// headers (400) before the task id (a malformed one is 404, like a missing task).
+fn by_id_checks(
+    request: &Request,
+    function: Function,
+    task_id: Option<&str>,
+) -> Result<(RequestKey, Option<Vec<time::OffsetDateTime>>, Uuid), ApiError> {
+    let headers = request.headers();
+    let if_match = conditional::if_match(headers)?;
+    let parsed_id = task_id.and_then(parse_task_id);
+    let key = RequestKey::for_request(headers, function, parsed_id, request.body().as_ref())?;
+    let id = parsed_id.ok_or(ApiError::TaskNotFound)?;
+    Ok((key, if_match.and_then(|c| c.timestamps()), id))
+}
+
+/// A write's outcome as a response: `respond` builds the success (also for a replay, which adds
+/// `Idempotent-Replayed: true`); the other outcomes are errors.
+fn answer<T>(
+    outcome: Outcome<T>,
+    respond: impl Fn(&T) -> Response<Body>,
+) -> Result<Response<Body>, ApiError> {
+    match outcome {
+        Outcome::Written(value) => Ok(respond(&value)),
+        Outcome::Replayed(value) => {
+            let mut response = respond(&value);
+            response.headers_mut().insert(
+                HeaderName::from_static(REPLAYED_HEADER),
+                HeaderValue::from_static("true"),
+            );
+            Ok(response)
+        }
+        Outcome::KeyReused => Err(ApiError::KeyReused),
+        Outcome::PreconditionFailed { updated_at } => Err(ApiError::PreconditionFailed {
+            etag: conditional::task_etag(updated_at),
+        }),
+        Outcome::NotFound => Err(ApiError::TaskNotFound),
+    }
+}
+
+/// Sets `ETag` on a 200; a matching `If-None-Match` turns it into a 304 without a body.
+fn unless_none_match(
+    mut response: Response<Body>,
+    etag: String,
+    if_none_match: Option<&Condition>,
+) -> Response<Body> {
+    if if_none_match.is_some_and(|condition| condition.matches_weakly(&etag)) {
+        response = Response::new(Body::Empty);
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+    }
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
 }
 
 /// `/health` needs no token; it says whether the database answers.
@@ -178,18 +268,19 @@ fn task_id_of(raw: Option<&str>) -> Result<Uuid, ApiError> {
     raw.and_then(parse_task_id).ok_or(ApiError::TaskNotFound)
 }
 
-fn found(task: Option<Task>) -> Result<Task, ApiError> {
-    task.ok_or(ApiError::TaskNotFound)
-}
-
+/// Every single-task response: the envelope, and the task's `ETag`.
 fn envelope(status: StatusCode, task: &Task, message: &'static str) -> Response<Body> {
-    json_response(
+    let mut response = json_response(
         status,
         &TaskEnvelope {
             data: task,
             message,
         },
-    )
+    );
+    if let Ok(value) = HeaderValue::from_str(&conditional::task_etag(task.updated_at)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
 }
 
 #[derive(Serialize)]
@@ -203,6 +294,8 @@ impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         match error {
             DbError::Unavailable(cause) => ApiError::Unavailable(cause),
+            // A concurrent copy of the write still held its key after a second run.
+            DbError::Conflict => ApiError::KeyInUse,
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod handlers;
 pub mod http;
+pub mod idempotency;
 mod lambda_init;
 pub mod migrate;
 pub mod secrets;

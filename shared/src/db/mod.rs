@@ -1,4 +1,5 @@
-//! The database connection: pool, TLS, deadlines. The only module that talks to deadpool.
+//! The database connection: pool, TLS, deadlines, broken connections. The only module that
+//! talks to deadpool.
 //!
 //! # Statement strategy (works through PgBouncer in transaction mode)
 //!
@@ -9,27 +10,46 @@
 //! round trip. Each statement runs in its own implicit transaction (no `BEGIN`), and nothing
 //! session-level (`SET`, advisory locks, temp tables) is used on the request path.
 //!
+//! # Every statement may be sent twice
+//!
+//! [`Database::query`] resends a statement on a fresh connection whenever its connection broke
+//! (reset, closed, terminated by the server) and the deadline allows, whether or not the first
+//! copy reached the database. That is safe because every statement is: reads trivially, and
+//! every write carries its request key (see [`crate::idempotency`]), so a second copy finds the
+//! first one's record, or waits for it, instead of writing again. This one rule covers the idle
+//! connection that resets on use, the connection killed under a statement, and the answer lost
+//! after a write was delivered.
+//!
+//! # Idle connections
+//!
+//! A connection idle for [`IDLE_SUSPECT_AFTER`] or longer (a Lambda instance frozen between
+//! invocations, a NAT or pooler that forgets idle flows) may be dead without a reset: its next
+//! statement would vanish until the deadline. Such a connection still serves the next statement,
+//! which costs nothing when it is alive, but that statement must answer within
+//! [`STALL_TIMEOUT`]; otherwise the connection is presumed dead, its statement is cancelled
+//! (in the background, in case it did arrive), the pool drops its other long-idle connections,
+//! and the statement is resent on a fresh connection. Reconnecting on every checkout after idle
+//! would be the simpler rule, but it costs a full connect (TLS and SCRAM to Neon) after every
+//! pause of a few seconds — the everyday case of a serverless API — to save a rare stall; see
+//! BENCHMARKS.md "Reconnect".
+//!
 //! # Deadlines and abandoned statements
 //!
-//! One deadline (`DATABASE_TIMEOUT_MS`) covers checkout, connect and the statement. When it
-//! passes, a PostgreSQL cancel request is sent and the statement gets a short grace period to
-//! answer: a confirmed cancel (`query_canceled`) means it will never commit, so the 503 is
-//! safe; a late success is returned as a success. If neither arrives, the connection is
+//! One deadline (`DATABASE_TIMEOUT_MS`) covers checkout, connect, the statement and its resends.
+//! When it passes, a PostgreSQL cancel request is sent and the statement gets a short grace
+//! period to answer: a confirmed cancel (`query_canceled`) means it will never commit, so the
+//! 503 is safe; a late success is returned as a success. If neither arrives, the connection is
 //! detached from the pool and closed, never reused: otherwise a statement queued in PgBouncer
-//! or in the driver could still run after the client was told 503. Connections that fail with
-//! a connection-level error are discarded the same way, and the pool makes a new one on the next
-//! checkout, so a restarted or suspended database is picked up without restarting the process.
-//!
-//! Reads are retried once on a broken connection. Writes are retried only when the server said
-//! the session was terminated before the statement could commit (SQLSTATE class 57P, severity
-//! FATAL), so a write is never applied twice.
+//! or in the driver could still run after the client was told 503. A new request whose first
+//! connect fails gets its 503 at once; once a statement was sent, connecting is retried until
+//! the deadline, because its outcome is not known yet.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use deadpool::managed::{self, Metrics, RecycleResult};
 use rustls::RootCertStore;
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::config::SslMode;
@@ -47,27 +67,38 @@ mod cancel;
 /// that is down). Deadline + grace stays within the contract's 5 s.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
+/// Idle this long, a connection may have been dropped silently (see the module docs).
+pub const IDLE_SUSPECT_AFTER: Duration = Duration::from_secs(1);
+
+/// How long the first statement on a long-idle connection may take before the connection is
+/// presumed dead. A live connection answers a statement here in about a millisecond (Neon in
+/// the same region: a few); 500 ms leaves room for a busy database while keeping the first
+/// request after a silent drop well under a second plus one reconnect.
+pub const STALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Resends of one statement, besides the deadline: a database that resets every connection
+/// is not hammered.
+const MAX_ATTEMPTS: u32 = 6;
+
+/// A statement parameter and its PostgreSQL type (`query_typed` needs both).
+pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The database could not be reached or did not answer in time: 503.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A unique constraint fired: another copy of the same write (same request key, or the same
+    /// create resent) committed first. The caller runs the statement again to read its outcome.
+    #[error("conflicting concurrent write")]
+    Conflict,
     /// The database rejected the statement: a bug, 500.
     #[error("statement failed: {0}")]
     Statement(tokio_postgres::Error),
     #[error("unexpected row shape: {0}")]
     Decode(tokio_postgres::Error),
-    #[error("statement returned no row")]
-    MissingRow,
-}
-
-/// Whether a statement may be sent again after its connection broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// Reads: any connection failure.
-    Once,
-    /// Writes: only when the server proved the statement did not commit.
-    IfNotCommitted,
+    #[error("write statement answered {0:?}")]
+    UnexpectedOutcome(String),
 }
 
 #[derive(Clone)]
@@ -76,11 +107,68 @@ enum Tls {
     Verified(MakeRustlsConnect),
 }
 
+impl Tls {
+    fn connector(&self) -> Option<&MakeRustlsConnect> {
+        match self {
+            Self::Disabled => None,
+            Self::Verified(tls) => Some(tls),
+        }
+    }
+}
+
+/// A pooled connection and how long it sat idle before this checkout.
+pub struct Connection {
+    client: deadpool_postgres::ClientWrapper,
+    idle: Duration,
+}
+
+/// deadpool-postgres' manager, plus the idle time of each checkout (deadpool's metrics only
+/// know it before they are updated, that is inside `recycle`).
+struct Connections(deadpool_postgres::Manager);
+
+impl managed::Manager for Connections {
+    type Type = Connection;
+    type Error = tokio_postgres::Error;
+
+    async fn create(&self) -> Result<Connection, tokio_postgres::Error> {
+        Ok(Connection {
+            client: self.0.create().await?,
+            idle: Duration::ZERO,
+        })
+    }
+
+    async fn recycle(
+        &self,
+        connection: &mut Connection,
+        metrics: &Metrics,
+    ) -> RecycleResult<tokio_postgres::Error> {
+        self.0.recycle(&mut connection.client, metrics).await?;
+        connection.idle = metrics.last_used();
+        Ok(())
+    }
+
+    fn detach(&self, connection: &mut Connection) {
+        self.0.detach(&mut connection.client);
+    }
+}
+
+type Pool = managed::Pool<Connections>;
+type Object = managed::Object<Connections>;
+
 pub struct Database {
     pool: Pool,
     tls: Tls,
     cancel_target: Option<cancel::CancelTarget>,
     timeout: Duration,
+}
+
+/// How one send of a statement ended.
+enum Attempt {
+    Finished(Result<Vec<Row>, tokio_postgres::Error>),
+    /// No answer within [`STALL_TIMEOUT`] on a long-idle connection: presumed dead.
+    Stalled,
+    /// Past the deadline, neither finished nor confirmed cancelled: nothing is known.
+    Abandoned,
 }
 
 impl Database {
@@ -95,15 +183,17 @@ impl Database {
             }),
             _ => None,
         };
-        let manager_config = ManagerConfig {
+        let manager_config = deadpool_postgres::ManagerConfig {
             // `Fast` checks only that the connection is open: no extra round trip per request.
-            recycling_method: RecyclingMethod::Fast,
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
         };
         let manager = match &tls {
-            Tls::Disabled => Manager::from_config(pg, NoTls, manager_config),
-            Tls::Verified(tls) => Manager::from_config(pg, tls.clone(), manager_config),
+            Tls::Disabled => deadpool_postgres::Manager::from_config(pg, NoTls, manager_config),
+            Tls::Verified(tls) => {
+                deadpool_postgres::Manager::from_config(pg, tls.clone(), manager_config)
+            }
         };
-        let pool = Pool::builder(manager)
+        let pool = Pool::builder(Connections(manager))
             .max_size(settings.pool_size)
             .build()
             .map_err(|e| ConfigError::invalid("DATABASE_URL", e.to_string()))?;
@@ -115,96 +205,161 @@ impl Database {
         })
     }
 
-    /// Runs one statement within the request deadline. See the module docs for retries.
-    pub async fn query(
-        &self,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-        retry: Retry,
-    ) -> Result<Vec<Row>, DbError> {
+    /// Runs one statement within the request deadline, resending it on a fresh connection when
+    /// its connection broke or stalled after idle. The statement must be safe to send twice
+    /// (see the module docs).
+    pub async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         let deadline = Instant::now() + self.timeout;
-        let mut retried = false;
+        let mut attempts = 0;
         loop {
-            let client = self.checkout(deadline).await?;
-            let Some(result) = self.run(&client, sql, params, deadline).await else {
-                // Neither finished nor confirmed cancelled: close the connection so nothing
-                // queued on it (in the driver, or in PgBouncer's queue) can run later.
-                drop(Object::take(client));
-                return Err(DbError::Unavailable("statement timed out".into()));
-            };
-            match result {
-                Ok(rows) => return Ok(rows),
-                Err(error) if error.code() == Some(&SqlState::QUERY_CANCELED) => {
-                    return Err(DbError::Unavailable(describe(&error)));
-                }
-                Err(error) => {
-                    let broken = connection_is_broken(&error);
-                    let may_retry = match retry {
-                        Retry::Once => broken,
-                        Retry::IfNotCommitted => session_terminated(&error),
-                    };
-                    if broken {
-                        drop(Object::take(client));
-                    }
-                    if may_retry && !retried && Instant::now() < deadline {
-                        retried = true;
-                        tracing::info!(%error, "connection lost; retrying on a fresh one");
+            let connection = match self.checkout(deadline).await {
+                Ok(connection) => connection,
+                // A copy was sent and its connection broke: keep trying to learn its outcome.
+                Err(error) if attempts > 0 => {
+                    if self.pause_before_resend(attempts, deadline).await {
                         continue;
                     }
-                    return Err(if broken {
-                        DbError::Unavailable(describe(&error))
-                    } else {
-                        DbError::Statement(error)
-                    });
+                    return Err(error);
                 }
+                Err(error) => return Err(error),
+            };
+            attempts += 1;
+            let stall_at = (connection.idle >= IDLE_SUSPECT_AFTER)
+                .then(|| Instant::now() + STALL_TIMEOUT)
+                .filter(|at| *at < deadline);
+            let failure = match self.run(&connection, sql, params, stall_at, deadline).await {
+                Attempt::Finished(Ok(rows)) => return Ok(rows),
+                Attempt::Finished(Err(error)) => {
+                    if error.code() == Some(&SqlState::QUERY_CANCELED) {
+                        return Err(DbError::Unavailable(describe(&error)));
+                    }
+                    if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                        return Err(DbError::Conflict);
+                    }
+                    if !connection_is_broken(&error) {
+                        return Err(DbError::Statement(error));
+                    }
+                    describe(&error)
+                }
+                Attempt::Stalled => {
+                    // The same network event most likely took the other idle connections too.
+                    self.pool
+                        .retain(|_, metrics| metrics.last_used() < IDLE_SUSPECT_AFTER);
+                    format!(
+                        "no answer within {STALL_TIMEOUT:?} after {:?} idle",
+                        connection.idle
+                    )
+                }
+                Attempt::Abandoned => {
+                    // Close it so nothing queued on it (in the driver, or in PgBouncer's queue)
+                    // can run later.
+                    drop(Object::take(connection));
+                    return Err(DbError::Unavailable("statement timed out".into()));
+                }
+            };
+            drop(Object::take(connection));
+            if !self.pause_before_resend(attempts, deadline).await {
+                return Err(DbError::Unavailable(failure));
             }
+            tracing::info!(cause = %failure, attempt = attempts, "connection lost; resending on a fresh one");
         }
     }
 
-    /// Sends the statement and waits until `deadline`. Past it, sends a cancel request and gives
-    /// the statement [`CANCEL_GRACE`] to settle: it then either finished after all (its result
-    /// is returned, so a write that committed is reported as done) or failed with
-    /// `query_canceled`. `None`: nothing is known, and the connection must be closed.
+    /// Whether to send again after `attempts` sends: the first resend goes at once (the old
+    /// connection is simply gone), later ones back off while the database restarts.
+    async fn pause_before_resend(&self, attempts: u32, deadline: Instant) -> bool {
+        if attempts >= MAX_ATTEMPTS {
+            return false;
+        }
+        let pause = match attempts {
+            0 | 1 => Duration::ZERO,
+            n => Duration::from_millis(50 << (n - 2).min(3)),
+        };
+        let resume = Instant::now() + pause;
+        if resume >= deadline {
+            return false;
+        }
+        tokio::time::sleep_until(resume).await;
+        true
+    }
+
+    /// Sends the statement and waits for its answer: until `stall_at` on a long-idle connection
+    /// (then [`Attempt::Stalled`]), else until `deadline`. Past the deadline, sends a cancel
+    /// request and gives the statement [`CANCEL_GRACE`] to settle: it then either finished after
+    /// all (its result is returned, so a write that committed is reported as done) or failed
+    /// with `query_canceled`.
     async fn run(
         &self,
-        client: &Object,
+        connection: &Connection,
         sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
+        params: &[Param<'_>],
+        stall_at: Option<Instant>,
         deadline: Instant,
-    ) -> Option<Result<Vec<Row>, tokio_postgres::Error>> {
+    ) -> Attempt {
+        let client = &connection.client;
         let mut statement = std::pin::pin!(client.query_typed(sql, params));
+        if let Some(stall_at) = stall_at {
+            match timeout_at(stall_at, &mut statement).await {
+                Ok(result) => return Attempt::Finished(result),
+                Err(_) => {
+                    // In case it did arrive (a slow statement, not a dead connection): cancel it
+                    // so that it cannot commit after this request has been answered.
+                    self.cancel_in_background(client.cancel_token());
+                    return Attempt::Stalled;
+                }
+            }
+        }
         if let Ok(result) = timeout_at(deadline, &mut statement).await {
-            return Some(result);
+            return Attempt::Finished(result);
         }
         let token = client.cancel_token();
         let settle = async {
-            let tls = match &self.tls {
-                Tls::Disabled => None,
-                Tls::Verified(tls) => Some(tls),
-            };
-            match &self.cancel_target {
-                Some(target) => {
-                    if let Err(error) = cancel::cancel(&token, target, tls).await {
-                        tracing::warn!(%error, "cancel request failed");
-                    }
-                }
-                None => tracing::warn!("no TCP host to send a cancel request to"),
-            }
+            self.cancel(&token).await;
             (&mut statement).await
         };
-        tokio::time::timeout(CANCEL_GRACE, settle).await.ok()
+        match tokio::time::timeout(CANCEL_GRACE, settle).await {
+            Ok(result) => Attempt::Finished(result),
+            Err(_) => Attempt::Abandoned,
+        }
+    }
+
+    async fn cancel(&self, token: &tokio_postgres::CancelToken) {
+        match &self.cancel_target {
+            Some(target) => {
+                if let Err(error) = cancel::cancel(token, target, self.tls.connector()).await {
+                    tracing::warn!(%error, "cancel request failed");
+                }
+            }
+            None => tracing::warn!("no TCP host to send a cancel request to"),
+        }
+    }
+
+    fn cancel_in_background(&self, token: tokio_postgres::CancelToken) {
+        let Some(target) = self.cancel_target.clone() else {
+            return;
+        };
+        let tls = self.tls.clone();
+        tokio::spawn(async move {
+            let sent = tokio::time::timeout(
+                CANCEL_GRACE,
+                cancel::cancel(&token, &target, tls.connector()),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::info!("cancel request for a stalled connection did not go through");
+            }
+        });
     }
 
     async fn checkout(&self, deadline: Instant) -> Result<Object, DbError> {
         match timeout_at(deadline, self.pool.get()).await {
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(PoolError::Backend(error))) => Err(DbError::Unavailable(describe(&error))),
+            Ok(Ok(connection)) => Ok(connection),
             Ok(Err(error)) => Err(DbError::Unavailable(describe(&error))),
             Err(_elapsed) => Err(DbError::Unavailable("connect timed out".into())),
         }
     }
 
-    pub fn status(&self) -> deadpool_postgres::Status {
+    pub fn status(&self) -> deadpool::Status {
         self.pool.status()
     }
 }
@@ -424,7 +579,7 @@ mod tests {
         let db = Database::new("postgres://u@127.0.0.1:1/x", &settings).unwrap();
         assert_eq!(db.status().size, 0);
         let started = std::time::Instant::now();
-        let err = db.query("SELECT 1", &[], Retry::Once).await.unwrap_err();
+        let err = db.query("SELECT 1", &[]).await.unwrap_err();
         assert!(matches!(err, DbError::Unavailable(_)), "{err}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 /// The `Unauthorized` reason for a request without any bearer credential.
 pub const MISSING_TOKEN: &str = "missing bearer token";
 
-/// Seconds a client should wait before retrying a 503.
+/// Seconds a client should wait before retrying a 503 or a 409 `IDEMPOTENCY_KEY_IN_USE`.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,15 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// Another request with the same `Idempotency-Key` is still running.
+    #[error("idempotency key in use")]
+    KeyInUse,
+    /// The `Idempotency-Key` was used by this user for a different request.
+    #[error("idempotency key reused")]
+    KeyReused,
+    /// `If-Match` names none of the task's current entity tag, given here.
+    #[error("precondition failed")]
+    PreconditionFailed { etag: String },
     /// A dependency (the database or the JWKS endpoint) did not answer in time.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -76,6 +85,9 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::KeyInUse => StatusCode::CONFLICT,
+            Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -90,6 +102,9 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::KeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            Self::KeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::PreconditionFailed { .. } => "PRECONDITION_FAILED",
             Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
@@ -106,6 +121,15 @@ impl ApiError {
                 format!("Request body must be at most {limit} bytes")
             }
             Self::UnsupportedMediaType => "Request body must be application/json".to_owned(),
+            Self::KeyInUse => {
+                "A request with this Idempotency-Key is still in progress; retry shortly".to_owned()
+            }
+            Self::KeyReused => {
+                "This Idempotency-Key was already used for a different request".to_owned()
+            }
+            Self::PreconditionFailed { .. } => {
+                "The task has changed since the given ETag (If-Match)".to_owned()
+            }
             Self::Unavailable(_) => {
                 "Service temporarily unavailable, please retry shortly".to_owned()
             }
@@ -169,8 +193,13 @@ impl ApiError {
                     headers.insert(header::ALLOW, value);
                 }
             }
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::KeyInUse => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            Self::PreconditionFailed { etag } => {
+                if let Ok(value) = HeaderValue::from_str(etag) {
+                    headers.insert(header::ETAG, value);
+                }
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
-//! HTTP concerns shared by every entry point: routing, bodies, errors.
+//! HTTP concerns shared by every entry point: routing, bodies, conditional requests, errors.
 
 pub mod body;
+pub mod conditional;
 pub mod error;
 pub mod routes;
 

@@ -1,0 +1,220 @@
+//! Conditional requests (RFC 9110 §8.8.3, §13.1): entity tags, `If-Match`, `If-None-Match`.
+//!
+//! A task's entity tag is its `updated_at` exactly as the body shows it, in double quotes, so a
+//! client holding a list can build it. A list page's is a hash of the page's JSON. The `If-Match`
+//! check itself runs inside the write's statement (see [`crate::tasks::sql`]), which is why
+//! [`Condition::timestamps`] turns the tags into what that statement compares.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use http::{HeaderMap, HeaderName, header};
+use time::OffsetDateTime;
+
+use super::ApiError;
+use crate::timestamp;
+
+/// A parsed `If-Match` or `If-None-Match` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// `*`: any current representation.
+    Any,
+    Tags(Vec<EntityTag>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityTag {
+    pub weak: bool,
+    /// The text between the quotes.
+    pub opaque: String,
+}
+
+/// `"<updated_at>"`: a task's strong entity tag.
+pub fn task_etag(updated_at: OffsetDateTime) -> String {
+    format!("\"{}\"", timestamp::format(updated_at))
+}
+
+/// A strong entity tag for a response body (a list page): it changes whenever the bytes do.
+pub fn body_etag(body: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, body);
+    // 128 bits are plenty to tell two pages apart.
+    format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]))
+}
+
+pub fn if_match(headers: &HeaderMap) -> Result<Option<Condition>, ApiError> {
+    parse(headers, header::IF_MATCH, "If-Match")
+}
+
+pub fn if_none_match(headers: &HeaderMap) -> Result<Option<Condition>, ApiError> {
+    parse(headers, header::IF_NONE_MATCH, "If-None-Match")
+}
+
+impl Condition {
+    /// `If-None-Match` uses the weak comparison: `W/"x"` matches `"x"`.
+    pub fn matches_weakly(&self, etag: &str) -> bool {
+        let opaque = etag.trim_start_matches("W/").trim_matches('"');
+        match self {
+            Self::Any => true,
+            Self::Tags(tags) => tags.iter().any(|tag| tag.opaque == opaque),
+        }
+    }
+
+    /// For `If-Match` inside a task write: `None` when any existing task matches (`*`), else the
+    /// `updated_at` values a strong tag names. Weak tags never match (strong comparison), nor
+    /// do tags that are not a timestamp in the task ETag form.
+    pub fn timestamps(&self) -> Option<Vec<OffsetDateTime>> {
+        match self {
+            Self::Any => None,
+            Self::Tags(tags) => Some(
+                tags.iter()
+                    .filter(|tag| !tag.weak)
+                    .filter_map(|tag| timestamp::parse(&tag.opaque))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// `*`, or a comma-separated list of entity tags across all lines of the header (empty list
+/// elements are allowed, RFC 9110 §5.6.1); anything else is 400 naming the header.
+fn parse(
+    headers: &HeaderMap,
+    name: HeaderName,
+    field: &'static str,
+) -> Result<Option<Condition>, ApiError> {
+    let mut lines = headers.get_all(&name).iter().peekable();
+    if lines.peek().is_none() {
+        return Ok(None);
+    }
+    let invalid = || {
+        ApiError::invalid_field(
+            field,
+            format!("{field} must be * or a list of quoted entity tags"),
+        )
+    };
+    let mut tags = Vec::new();
+    let mut any = false;
+    for line in lines {
+        let text = line.to_str().map_err(|_| invalid())?;
+        for element in text.split(',').map(|e| e.trim_matches([' ', '\t'])) {
+            if element.is_empty() {
+                continue;
+            }
+            if element == "*" {
+                any = true;
+                continue;
+            }
+            let (weak, quoted) = match element.strip_prefix("W/") {
+                Some(rest) => (true, rest),
+                None => (false, element),
+            };
+            let opaque = quoted
+                .strip_prefix('"')
+                .and_then(|rest| rest.strip_suffix('"'))
+                .filter(|opaque| {
+                    opaque
+                        .bytes()
+                        .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
+                })
+                .ok_or_else(invalid)?;
+            tags.push(EntityTag {
+                weak,
+                opaque: opaque.to_owned(),
+            });
+        }
+    }
+    match (any, tags.is_empty()) {
+        (true, true) => Ok(Some(Condition::Any)),
+        (false, false) => Ok(Some(Condition::Tags(tags))),
+        // `*` mixed with tags, or nothing at all.
+        _ => Err(invalid()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use time::macros::datetime;
+
+    fn if_match_of(values: &[&str]) -> Result<Option<Condition>, ApiError> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::IF_MATCH, HeaderValue::from_str(value).unwrap());
+        }
+        if_match(&headers)
+    }
+
+    fn tag(weak: bool, opaque: &str) -> EntityTag {
+        EntityTag {
+            weak,
+            opaque: opaque.into(),
+        }
+    }
+
+    #[test]
+    fn parses_star_lists_and_several_lines() {
+        assert_eq!(if_match_of(&[]).unwrap(), None);
+        assert_eq!(if_match_of(&["*"]).unwrap(), Some(Condition::Any));
+        assert_eq!(
+            if_match_of(&[r#""a", W/"b" ,, "c""#, r#""d""#]).unwrap(),
+            Some(Condition::Tags(vec![
+                tag(false, "a"),
+                tag(true, "b"),
+                tag(false, "c"),
+                tag(false, "d")
+            ]))
+        );
+        assert_eq!(
+            if_match_of(&[r#""""#]).unwrap(),
+            Some(Condition::Tags(vec![tag(false, "")]))
+        );
+    }
+
+    #[test]
+    fn malformed_headers_name_the_field() {
+        for bad in [
+            "abc",
+            r#""unterminated"#,
+            r#"w/"lowercase-weak""#,
+            r#""a" "b""#,
+            r#""in"side""#,
+            r#"*, "a""#,
+            "",
+            " , ",
+        ] {
+            match if_match_of(&[bad]) {
+                Err(ApiError::Validation { field, .. }) => {
+                    assert_eq!(field.as_deref(), Some("If-Match"), "{bad:?}")
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn if_match_compares_strongly_and_only_task_etags() {
+        let at = datetime!(2026-11-27 18:21:22.639001 UTC);
+        let etag = task_etag(at);
+        assert_eq!(etag, "\"2026-11-27T18:21:22.639001Z\"");
+        let condition = if_match_of(&[&format!("W/{etag}, \"nonsense\", {etag}")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(condition.timestamps(), Some(vec![at]));
+        let weak_only = if_match_of(&[&format!("W/{etag}")]).unwrap().unwrap();
+        assert_eq!(weak_only.timestamps(), Some(vec![]));
+        assert_eq!(Condition::Any.timestamps(), None);
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly() {
+        let condition = Condition::Tags(vec![tag(true, "x")]);
+        assert!(condition.matches_weakly("\"x\""));
+        assert!(!condition.matches_weakly("\"y\""));
+        assert!(Condition::Any.matches_weakly("\"y\""));
+    }
+
+    #[test]
+    fn body_etags_follow_the_bytes() {
+        assert_eq!(body_etag(b"{}"), body_etag(b"{}"));
+        assert_ne!(body_etag(b"{}"), body_etag(b"{ }"));
+    }
+}
