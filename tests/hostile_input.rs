@@ -853,6 +853,90 @@ fn generated_sub_and_email_claims_are_201_or_401_and_refusals_write_nothing() {
     });
 }
 
+/// What else a token can carry: a malformed header, huge or odd `exp`/`nbf`, a non-string `sub`.
+#[derive(Debug, Clone)]
+enum BadToken {
+    /// `Authorization: <bytes>` (visible ASCII, tab and obs-text: what a header can carry).
+    Header(Vec<u8>),
+    /// A signed token whose claims are `{"sub": <user>, <member>}`.
+    Claims(&'static str),
+    /// A signed token whose `sub` is this raw JSON value.
+    Sub(&'static str),
+}
+
+fn bad_token() -> impl Strategy<Value = BadToken> {
+    let header_byte = prop_oneof![
+        8 => 0x20u8..0x7f,
+        1 => Just(b'\t'),
+        1 => 0x80u8..=0xff,
+    ];
+    let header = prop_oneof![
+        prop::collection::vec(header_byte.clone(), 0..64),
+        (prop::collection::vec(header_byte, 0..64), 0usize..9000).prop_map(|(mut tail, pad)| {
+            let mut value = b"Bearer ".to_vec();
+            value.extend(std::iter::repeat_n(b'A', pad));
+            value.append(&mut tail);
+            value
+        }),
+    ];
+    prop_oneof![
+        2 => header.prop_map(BadToken::Header),
+        1 => prop::sample::select(vec![
+            r#""exp": 1e400"#,
+            r#""exp": 18446744073709551616"#,
+            r#""exp": -1"#,
+            r#""exp": null"#,
+            r#""exp": "9999999999""#,
+            r#""exp": 9999999999, "nbf": 1e400"#,
+            r#""exp": 9999999999, "nbf": 99999999999999999999"#,
+            r#""exp": 9999999999, "nbf": 9999999999"#,
+            r#""exp": 9223372036854775807, "nbf": 9223372036854775807"#,
+        ])
+        .prop_map(BadToken::Claims),
+        1 => prop::sample::select(vec![
+            "null", "1", "1e400", "18446744073709551616", "true", "[]", "{}", "\"\"", "\" \"",
+            "\"\\u0000\"",
+        ])
+        .prop_map(BadToken::Sub),
+    ]
+}
+
+#[test]
+fn generated_bad_tokens_are_401_and_write_nothing() {
+    run_property(bad_token(), async |app, db, bad| {
+        let user = common::new_user_id();
+        let authorization = match &bad {
+            BadToken::Header(bytes) => bytes.clone(),
+            BadToken::Claims(member) => {
+                let payload = format!("{{\"sub\": \"{user}\", {member}}}");
+                format!("Bearer {}", raw_hs256(&app.secret, &payload)).into_bytes()
+            }
+            BadToken::Sub(sub) => {
+                let payload = format!("{{\"sub\": {sub}, \"exp\": {}}}", expiry());
+                format!("Bearer {}", raw_hs256(&app.secret, &payload)).into_bytes()
+            }
+        };
+        let Ok(value) = http::HeaderValue::from_bytes(&authorization) else {
+            return Ok(()); // not sendable as a header at all
+        };
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/api/tasks")
+            .header(header::AUTHORIZATION, value)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from_static(br#"{"title": "t"}"#)))
+            .expect("request");
+        let response = app.request(request).await;
+        check_refusal(&response, 401, None)?;
+        prop_assert_eq!(
+            user_rows(db, &user).await,
+            (0, 0),
+            "a refused token wrote rows"
+        );
+        Ok(())
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // The issue's table, as plain examples.
 
