@@ -8,7 +8,8 @@
 //!   `jsonwebtoken` and is refused with 401.
 //!
 //! Both: `exp` required (60 s leeway, also for `nbf`), `iat` unchecked, `sub` a non-blank
-//! string, `iss`/`aud` required and checked when `JWT_ISSUER`/`JWT_AUDIENCE` are set.
+//! string of at most 255 code points without U+0000, `iss`/`aud` required and checked when
+//! `JWT_ISSUER`/`JWT_AUDIENCE` are set. An `email` the database could not store is dropped.
 
 mod jwks;
 mod ring_crypto;
@@ -30,6 +31,11 @@ use crate::http::error::MISSING_TOKEN;
 pub const MAX_TOKEN_BYTES: usize = 8192;
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 60;
+/// Longest accepted `sub`, in code points. It is the `users` primary key and leads two b-tree
+/// indexes whose entries PostgreSQL caps at ~2.7 KB; 255 × 4 UTF-8 bytes stays far below.
+pub const SUB_MAX_CHARS: usize = 255;
+/// Longest `email` kept, in code points (RFC 5321's 64 + 1 + 255); longer ones count as absent.
+pub const EMAIL_MAX_CHARS: usize = 320;
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,13 +107,7 @@ impl Verifier {
         let claims = decode::<Claims>(token, key, &self.validation(header.alg))
             .map_err(|e| refuse(reason_for(e.kind())))?
             .claims;
-        if claims.sub.trim().is_empty() {
-            return Err(refuse("token subject is empty"));
-        }
-        Ok(Identity {
-            user_id: claims.sub,
-            email: claims.email.and_then(|e| e.as_str().map(str::to_owned)),
-        })
+        identity(claims).map_err(refuse)
     }
 
     fn validation(&self, alg: Algorithm) -> Validation {
@@ -132,6 +132,34 @@ impl Verifier {
         validation.set_required_spec_claims(&required);
         validation
     }
+}
+
+/// The caller named by verified claims (both token families end here). A `sub` the database
+/// cannot store as a key is refused; an unusable `email` is only informational, so it is dropped.
+fn identity(claims: Claims) -> Result<Identity, &'static str> {
+    let sub = claims.sub;
+    if sub.trim().is_empty() {
+        return Err("token subject is empty");
+    }
+    if sub.contains('\0') {
+        return Err("token subject contains U+0000");
+    }
+    // Byte length bounds the code-point count from above: skip counting short ids.
+    if sub.len() > SUB_MAX_CHARS && sub.chars().count() > SUB_MAX_CHARS {
+        return Err("token subject too long");
+    }
+    let email = match claims.email {
+        Some(serde_json::Value::String(email))
+            if !email.contains('\0') && email.chars().count() <= EMAIL_MAX_CHARS =>
+        {
+            Some(email)
+        }
+        _ => None,
+    };
+    Ok(Identity {
+        user_id: sub,
+        email,
+    })
 }
 
 /// The credential of an `Authorization: Bearer …` header (scheme case-insensitive).
@@ -168,5 +196,65 @@ fn reason_for(kind: &ErrorKind) -> &'static str {
         ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
         ErrorKind::InvalidAlgorithm => "algorithm not allowed",
         _ => "invalid token",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn identity_of(claims: Value) -> Result<Identity, &'static str> {
+        identity(serde_json::from_value(claims).expect("claims"))
+    }
+
+    #[test]
+    fn sub_must_be_storable() {
+        for sub in ["", " ", "\t\u{3000}", "a\u{0}b", "\u{0}"] {
+            assert!(identity_of(json!({ "sub": sub })).is_err(), "{sub:?}");
+        }
+        let at_limit = "é".repeat(SUB_MAX_CHARS);
+        assert_eq!(
+            identity_of(json!({ "sub": at_limit })).unwrap().user_id,
+            at_limit
+        );
+        // 255 four-byte code points: 1020 bytes, still within the limit.
+        assert!(identity_of(json!({ "sub": "😀".repeat(SUB_MAX_CHARS) })).is_ok());
+        for over in ["a".repeat(SUB_MAX_CHARS + 1), "x".repeat(4000)] {
+            assert_eq!(
+                identity_of(json!({ "sub": over })),
+                Err("token subject too long")
+            );
+        }
+        // Other control characters are storable: an opaque id is kept exactly.
+        let odd = "\u{1}\u{1f}\u{7f} x";
+        assert_eq!(identity_of(json!({ "sub": odd })).unwrap().user_id, odd);
+    }
+
+    #[test]
+    fn unstorable_or_non_string_email_is_absent() {
+        let email_of = |email: Value| {
+            identity_of(json!({"sub": "u", "email": email}))
+                .expect("identity")
+                .email
+        };
+        assert_eq!(
+            email_of(json!("a@example.com")).as_deref(),
+            Some("a@example.com")
+        );
+        let at_limit = "é".repeat(EMAIL_MAX_CHARS);
+        assert_eq!(email_of(json!(at_limit)), Some(at_limit));
+        assert_eq!(email_of(json!("e".repeat(EMAIL_MAX_CHARS + 1))), None);
+        assert_eq!(email_of(json!("a\u{0}@example.com")), None);
+        for other in [
+            json!(null),
+            json!(1),
+            json!(true),
+            json!(["a@b"]),
+            json!({"a": 1}),
+        ] {
+            assert_eq!(email_of(other), None);
+        }
+        assert_eq!(identity_of(json!({"sub": "u"})).unwrap().email, None);
     }
 }

@@ -10,6 +10,12 @@ use crate::http::ApiError;
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 500;
 
+/// PostgreSQL's `timestamptz` range in Unix microseconds: from 4714-11-24 00:00 BC (inclusive)
+/// to 294277-01-01 00:00 (exclusive). A value outside it is a data exception in the database, so
+/// a cursor carrying one (no cursor the server issued can) is malformed.
+const PG_MIN_UNIX_MICROS: i128 = -210_866_803_200_000_000;
+const PG_END_UNIX_MICROS: i128 = 9_224_318_016_000_000_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFilter {
     All,
@@ -54,6 +60,9 @@ impl Cursor {
         let text = std::str::from_utf8(&bytes).ok()?;
         let (micros, id) = text.split_once(':')?;
         let micros: i128 = micros.parse().ok()?;
+        if !(PG_MIN_UNIX_MICROS..PG_END_UNIX_MICROS).contains(&micros) {
+            return None;
+        }
         let created_at =
             OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1_000)?).ok()?;
         Some(Self {
@@ -149,6 +158,9 @@ mod tests {
             ("limit=ten", "limit"),
             ("limit=", "limit"),
             ("limit=1.5", "limit"),
+            ("limit=-1", "limit"),
+            ("limit=9223372036854775807", "limit"),
+            ("limit=99999999999999999999999", "limit"),
             ("cursor=zzz", "cursor"),
             ("cursor=", "cursor"),
         ] {
@@ -172,5 +184,34 @@ mod tests {
         assert_eq!(Cursor::decode(&encoded), Some(cursor));
         let query = format!("cursor={encoded}");
         assert_eq!(ListQuery::parse(Some(&query)).unwrap().after, Some(cursor));
+    }
+
+    fn raw_cursor(micros: impl std::fmt::Display) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{micros}:{}", Uuid::nil()))
+    }
+
+    #[test]
+    fn cursor_timestamps_stay_within_postgresql_range() {
+        let first = Cursor::decode(&raw_cursor(PG_MIN_UNIX_MICROS)).expect("earliest");
+        assert_eq!(first.created_at, datetime!(-4713-11-24 0:00 UTC));
+        assert_eq!(Cursor::decode(&raw_cursor(PG_MIN_UNIX_MICROS - 1)), None);
+        let last = datetime!(9999-12-31 23:59:59.999999 UTC);
+        let micros = last.unix_timestamp_nanos() / 1_000;
+        assert_eq!(
+            Cursor::decode(&raw_cursor(micros)).unwrap().created_at,
+            last
+        );
+        // Year 10000 and beyond, huge and malformed numbers: never reach the database.
+        for micros in [
+            (micros + 1).to_string(),
+            (PG_END_UNIX_MICROS - 1).to_string(),
+            i64::MIN.to_string(),
+            i128::MAX.to_string(),
+            "9".repeat(60),
+            "1e9".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(Cursor::decode(&raw_cursor(&micros)), None, "{micros}");
+        }
     }
 }

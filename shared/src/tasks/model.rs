@@ -10,6 +10,12 @@ use crate::http::ApiError;
 pub const TITLE_MAX_CHARS: usize = 500;
 pub const DESCRIPTION_MAX_CHARS: usize = 5000;
 
+/// PostgreSQL `text`/`varchar` cannot hold U+0000 (the server rejects it with a data exception),
+/// so text containing it is refused here, where the field is still known.
+fn storable(text: &str) -> bool {
+    !text.contains('\0')
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Task {
     pub id: Uuid,
@@ -101,6 +107,12 @@ fn parse_title(value: Value) -> Result<String, ApiError> {
     if title.chars().count() > TITLE_MAX_CHARS {
         return Err(ApiError::too_long("title", "Title", TITLE_MAX_CHARS));
     }
+    if !storable(title) {
+        return Err(ApiError::invalid_field(
+            "title",
+            "Title cannot contain the NUL character (U+0000)",
+        ));
+    }
     Ok(if title.len() == raw.len() {
         raw
     } else {
@@ -114,6 +126,10 @@ fn parse_description(value: Value) -> Result<Option<String>, ApiError> {
         Value::String(text) if text.chars().count() > DESCRIPTION_MAX_CHARS => Err(
             ApiError::too_long("description", "Description", DESCRIPTION_MAX_CHARS),
         ),
+        Value::String(text) if !storable(&text) => Err(ApiError::invalid_field(
+            "description",
+            "Description cannot contain the NUL character (U+0000)",
+        )),
         Value::String(text) => Ok(Some(text)),
         _ => Err(ApiError::invalid_field(
             "description",
@@ -196,6 +212,36 @@ mod tests {
             field_of(err.unwrap_err()),
             (Some("description".into()), Some(5000))
         );
+    }
+
+    #[test]
+    fn nul_is_refused_in_title_and_description() {
+        for title in ["a\u{0}b", "\u{0}", " \u{0} ", "\u{0}\u{0}"] {
+            let err = input(json!({ "title": title }), BodyKind::Create).unwrap_err();
+            assert_eq!(field_of(err), (Some("title".into()), None), "{title:?}");
+            let err = input(json!({ "title": title }), BodyKind::Replace).unwrap_err();
+            assert_eq!(field_of(err).0.as_deref(), Some("title"));
+        }
+        for kind in [BodyKind::Create, BodyKind::Replace] {
+            let err = input(json!({"title": "t", "description": "a\u{0}b"}), kind).unwrap_err();
+            assert_eq!(field_of(err), (Some("description".into()), None));
+        }
+        // The first offending field in body order is still the one reported.
+        let err = input(
+            json!({"description": "\u{0}", "title": "\u{0}"}),
+            BodyKind::Create,
+        )
+        .unwrap_err();
+        assert_eq!(field_of(err).0.as_deref(), Some("description"));
+        // Every other control character is storable and kept.
+        let controls: String = ('\u{1}'..='\u{1f}').chain(['\u{7f}', '\u{85}']).collect();
+        let ok = input(
+            json!({"title": format!("x{controls}x"), "description": controls}),
+            BodyKind::Create,
+        )
+        .unwrap();
+        assert_eq!(ok.title, format!("x{controls}x"));
+        assert_eq!(ok.description.as_deref(), Some(controls.as_str()));
     }
 
     #[test]
