@@ -17,12 +17,13 @@ pub fn format(at: OffsetDateTime) -> String {
 }
 
 /// The inverse of [`format`], for exactly the text it produces (anything else is `None`), so a
-/// client's copy of a timestamp can be compared with the stored one.
+/// client's copy of a timestamp can be compared with the stored one. Years before 1 are `None`:
+/// no stored timestamp has one, and PostgreSQL rejects those before 4713 BC.
 pub fn parse(text: &str) -> Option<OffsetDateTime> {
     let at = PrimitiveDateTime::parse(text, RFC3339_MICROS)
         .ok()?
         .assume_utc();
-    (format(at) == text).then_some(at)
+    (at.year() >= 1 && format(at) == text).then_some(at)
 }
 
 pub fn serialize<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
@@ -47,6 +48,8 @@ mod tests {
             "2026-11-27T18:21:22.639Z",
             "2026-11-27T18:21:22.639001+00:00",
             "2026-11-27 18:21:22.639001Z",
+            "-9999-01-01T00:00:00.000000Z",
+            "0000-01-01T00:00:00.000000Z",
             "",
         ] {
             assert_eq!(super::parse(other), None, "{other}");
