@@ -273,6 +273,14 @@ pub fn direct_upstream() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// The TCP address the API's connections go to (PgBouncer when the suite runs through it), for
+/// a fault proxy that must sit where the network does.
+pub fn pooled_upstream() -> SocketAddr {
+    let config: tokio_postgres::Config = test_database_url().parse().expect("database url");
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// `url` with `application_name` set, so a test can find its own server sessions.
 pub fn with_application_name(url: &str, name: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };

@@ -1,15 +1,22 @@
-//! A TCP proxy in front of PostgreSQL that a test can cut, to play a database outage without
-//! touching the shared server.
+//! A TCP proxy in front of PostgreSQL (or PgBouncer) that a test can cut and fault, to play
+//! what networks do to a database connection without touching the shared server.
 //!
+//! Modes apply to every connection:
 //! - `Open`: bytes flow both ways.
 //! - `Refuse`: every connection is cut and new ones are closed at once (database down).
 //! - `Hold`: connections stay up but client bytes are queued, not forwarded (a database that
 //!   hangs, or PgBouncer queueing a query while its server is away). Back to `Open`, queued bytes
 //!   of connections that are *still open* are delivered — so a statement whose connection the
 //!   API failed to close would run late, which is what the tests look for.
+//!
+//! [`Fault`]s hit only the connections open when they are armed (new connections work), each
+//! at the next bytes the client sends on it: the network failures in front of Neon.
+//! [`PgProxy::delay_connects`] plays a database that is slow to accept (a compute waking up).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,10 +30,33 @@ pub enum Mode {
     Hold,
 }
 
+/// What happens to an established connection at the client's next bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Swallowed, never answered, connection left open: a NAT or pooler that forgot the flow
+    /// without telling anyone.
+    SilentDrop,
+    /// Answered with a TCP reset, nothing forwarded: an expired NAT mapping, a restarted peer.
+    Reset,
+    /// Forwarded; the server's answer is discarded and the client gets a reset: the connection
+    /// died after the database received (and ran) the statement.
+    LoseAnswer,
+    /// `LoseAnswer`, and the proxy then refuses everything (`Mode::Refuse`) until told otherwise:
+    /// the database unreachable after the statement was sent.
+    LoseAnswerThenRefuse,
+}
+
+/// The fault slot of one live connection.
+type Armed = Arc<Mutex<Option<Fault>>>;
+/// The slots of the connections still open (a closed connection's slot is gone).
+type Live = Arc<Mutex<Vec<std::sync::Weak<Mutex<Option<Fault>>>>>>;
+
 pub struct PgProxy {
     pub address: SocketAddr,
-    mode: watch::Sender<Mode>,
+    mode: Arc<watch::Sender<Mode>>,
     counts: Arc<Mutex<Counts>>,
+    live: Live,
+    connect_delay: Arc<Mutex<Duration>>,
     task: JoinHandle<()>,
 }
 
@@ -54,13 +84,20 @@ impl PgProxy {
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let (mode, _) = watch::channel(Mode::Open);
-        let modes = mode.clone();
+        let mode = Arc::new(watch::channel(Mode::Open).0);
         let counts = Arc::new(Mutex::new(Counts::default()));
-        let tally = counts.clone();
+        let live = Arc::new(Mutex::new(
+            Vec::<std::sync::Weak<Mutex<Option<Fault>>>>::new(),
+        ));
+        let connect_delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (modes, tally, registry, delay) = (
+            mode.clone(),
+            counts.clone(),
+            live.clone(),
+            connect_delay.clone(),
+        );
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let modes = modes.subscribe();
                 if *modes.borrow() == Mode::Refuse {
                     drop(client);
                     continue;
@@ -68,15 +105,46 @@ impl PgProxy {
                 if let Ok(mut counts) = tally.lock() {
                     counts.connections += 1;
                 }
-                tokio::spawn(pipe(client, upstream, modes, tally.clone()));
+                let armed: Armed = Arc::new(Mutex::new(None));
+                if let Ok(mut live) = registry.lock() {
+                    live.retain(|slot| slot.strong_count() > 0);
+                    live.push(Arc::downgrade(&armed));
+                }
+                let delay = delay.lock().map(|d| *d).unwrap_or_default();
+                let connection = Connection {
+                    upstream,
+                    modes: modes.clone(),
+                    counts: tally.clone(),
+                    armed,
+                    delay,
+                };
+                tokio::spawn(connection.pipe(client));
             }
         });
         Self {
             address,
             mode,
             counts,
+            live,
+            connect_delay,
             task,
         }
+    }
+
+    /// Arms `fault` on every connection open now; returns how many there are.
+    pub fn fault_established(&self, fault: Fault) -> usize {
+        let live = self.live.lock().expect("live connections");
+        let mut armed = 0;
+        for slot in live.iter().filter_map(std::sync::Weak::upgrade) {
+            *slot.lock().expect("fault slot") = Some(fault);
+            armed += 1;
+        }
+        armed
+    }
+
+    /// New connections reach the upstream only after `delay`.
+    pub fn delay_connects(&self, delay: Duration) {
+        *self.connect_delay.lock().expect("delay") = delay;
     }
 
     /// Counts since the last call (and resets them).
@@ -136,57 +204,129 @@ impl MessageCounter {
     }
 }
 
-async fn pipe(
-    client: TcpStream,
+/// One proxied connection.
+struct Connection {
     upstream: SocketAddr,
-    mut modes: watch::Receiver<Mode>,
+    modes: Arc<watch::Sender<Mode>>,
     counts: Arc<Mutex<Counts>>,
-) {
-    let Ok(server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let mut cut = modes.clone();
-    let mut counter = MessageCounter {
-        counts,
-        buffer: Vec::new(),
-        started: false,
-    };
-    let to_server = async move {
-        let mut pending = Vec::new();
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let mode = *modes.borrow_and_update();
-            if mode == Mode::Refuse {
-                return;
-            }
-            if mode == Mode::Open && !pending.is_empty() {
-                counter.feed(&pending);
-                if server_write.write_all(&pending).await.is_err() {
-                    return;
+    armed: Armed,
+    delay: Duration,
+}
+
+fn take_fault(armed: &Armed) -> Option<Fault> {
+    armed.lock().ok().and_then(|mut slot| slot.take())
+}
+
+impl Connection {
+    async fn pipe(self, client: TcpStream) {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let Ok(server) = TcpStream::connect(self.upstream).await else {
+            return;
+        };
+        let (mut client_read, client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        let mut modes = self.modes.subscribe();
+        let mut cut = self.modes.subscribe();
+        let mut counter = MessageCounter {
+            counts: self.counts.clone(),
+            buffer: Vec::new(),
+            started: false,
+        };
+        // Set when the server's next answer must be discarded and the client reset.
+        let lose_answer: Arc<Mutex<Option<Fault>>> = Arc::new(Mutex::new(None));
+        let reset_client = Arc::new(tokio::sync::Notify::new());
+        let client_write = Arc::new(tokio::sync::Mutex::new(client_write));
+        let to_server = {
+            let lose_answer = lose_answer.clone();
+            let reset_client = reset_client.clone();
+            let armed = self.armed.clone();
+            async move {
+                let mut pending = Vec::new();
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut silent = false;
+                loop {
+                    let mode = *modes.borrow_and_update();
+                    if mode == Mode::Refuse {
+                        return;
+                    }
+                    if mode == Mode::Open && !pending.is_empty() && !silent {
+                        match take_fault(&armed) {
+                            Some(Fault::SilentDrop) => silent = true,
+                            Some(Fault::Reset) => {
+                                reset_client.notify_one();
+                                return std::future::pending().await;
+                            }
+                            Some(fault) => {
+                                *lose_answer.lock().expect("lose answer") = Some(fault);
+                            }
+                            None => {}
+                        }
+                        if silent {
+                            pending.clear();
+                        } else {
+                            counter.feed(&pending);
+                            if server_write.write_all(&pending).await.is_err() {
+                                return;
+                            }
+                            pending.clear();
+                        }
+                    }
+                    tokio::select! {
+                        read = client_read.read(&mut buf) => match read {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if silent => {} // swallowed
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        },
+                        changed = modes.changed() => if changed.is_err() { return },
+                    }
                 }
-                pending.clear();
             }
-            tokio::select! {
-                read = client_read.read(&mut buf) => match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => pending.extend_from_slice(&buf[..n]),
-                },
-                changed = modes.changed() => if changed.is_err() { return },
+        };
+        let to_client = {
+            let client_write = client_write.clone();
+            let reset_client = reset_client.clone();
+            let modes = self.modes.clone();
+            async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match server_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let lost = lose_answer.lock().expect("lose answer").take();
+                    if let Some(fault) = lost {
+                        // The statement ran; its answer goes nowhere.
+                        if fault == Fault::LoseAnswerThenRefuse {
+                            modes.send_replace(Mode::Refuse);
+                        }
+                        reset_client.notify_one();
+                        return std::future::pending().await;
+                    }
+                    let mut writer = client_write.lock().await;
+                    if writer.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let refused = async move {
+            let _ = cut.wait_for(|m| *m == Mode::Refuse).await;
+        };
+        let reset = reset_client.notified();
+        // Whichever ends first ends the connection: both sockets close when this returns.
+        tokio::select! {
+            _ = to_server => {}
+            _ = to_client => {}
+            _ = refused => {}
+            _ = reset => {
+                // SO_LINGER 0: closing sends RST instead of FIN.
+                let writer = client_write.lock().await;
+                // Deprecated because a non-zero linger blocks on drop; zero never does.
+                #[allow(deprecated)]
+                let _ = writer.as_ref().set_linger(Some(Duration::ZERO));
             }
         }
-    };
-    let to_client = async move {
-        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-    };
-    let refused = async move {
-        let _ = cut.wait_for(|m| *m == Mode::Refuse).await;
-    };
-    // Whichever ends first ends the connection: both sockets close when this returns.
-    tokio::select! {
-        _ = to_server => {}
-        _ = to_client => {}
-        _ = refused => {}
     }
 }
