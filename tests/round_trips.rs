@@ -98,6 +98,107 @@ async fn every_route_costs_one_statement_and_no_new_connection_when_warm() {
         .await;
     assert_eq!(next.status, StatusCode::OK);
     assert_eq!(proxy.take_counts(), one_statement(), "list with cursor");
+    // Keys, replays, preconditions and conditional reads are part of the same statement.
+    let task = app.create_task(&token, "conditional").await;
+    let id = task["id"].as_str().unwrap();
+    let etag = format!("\"{}\"", task["updated_at"].as_str().unwrap());
+    proxy.take_counts();
+    let keyed = |method: Method, path: String, body: &str, key: &str, if_match: Option<&str>| {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .header("idempotency-key", key);
+        if let Some(tag) = if_match {
+            request = request.header(http::header::IF_MATCH, tag);
+        }
+        request
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap()
+    };
+    let item = format!("/api/tasks/{id}");
+    let cases = vec![
+        (
+            "keyed create",
+            keyed(
+                Method::POST,
+                "/api/tasks".into(),
+                r#"{"title":"k"}"#,
+                "rt-1",
+                None,
+            ),
+            StatusCode::CREATED,
+        ),
+        (
+            "replayed create",
+            keyed(
+                Method::POST,
+                "/api/tasks".into(),
+                r#"{"title":"k"}"#,
+                "rt-1",
+                None,
+            ),
+            StatusCode::CREATED,
+        ),
+        (
+            "reused key",
+            keyed(
+                Method::POST,
+                "/api/tasks".into(),
+                r#"{"title":"other"}"#,
+                "rt-1",
+                None,
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "conditional update",
+            keyed(
+                Method::PUT,
+                item.clone(),
+                r#"{"title":"c"}"#,
+                "rt-2",
+                Some(&etag),
+            ),
+            StatusCode::OK,
+        ),
+        (
+            "stale If-Match",
+            keyed(
+                Method::PATCH,
+                format!("{item}/toggle"),
+                "",
+                "rt-3",
+                Some(&etag),
+            ),
+            StatusCode::PRECONDITION_FAILED,
+        ),
+    ];
+    for (label, request, expected) in cases {
+        let response = app.request(request).await;
+        assert_eq!(response.status, expected, "{label}");
+        assert_eq!(proxy.take_counts(), one_statement(), "{label}");
+    }
+    let current = app.send(Method::GET, &item, Some(&token), None).await;
+    proxy.take_counts();
+    let not_modified = app
+        .request(
+            http::Request::builder()
+                .uri(&item)
+                .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(
+                    http::header::IF_NONE_MATCH,
+                    current.header(http::header::ETAG).unwrap(),
+                )
+                .body(http_body_util::Full::new(hyper::body::Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(proxy.take_counts(), one_statement(), "304");
+
     // Requests refused before the database (auth, validation, 404 on a malformed id) cost nothing.
     app.send(Method::GET, "/api/tasks", None, None).await;
     app.send(

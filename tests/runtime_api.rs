@@ -197,3 +197,66 @@ async fn database_down_at_cold_start_still_inits_and_answers_503() {
     assert_eq!(document["statusCode"], 503);
     assert_eq!(body_json(&document)["error"]["code"], "SERVICE_UNAVAILABLE");
 }
+
+/// The Lambda binaries keep issue 8's promises too: behind a fault proxy, a create whose answer
+/// was lost and a toggle whose connection reset on use are each applied once and answered with
+/// their true outcome; a client retry with the same key is a replay; a stale `If-Match` is 412.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_binaries_answer_true_outcomes_through_broken_connections() {
+    use common::proxy::{Fault, PgProxy};
+    prepare_database().await;
+    let proxy = PgProxy::start(common::pooled_upstream()).await;
+    let vars = vec![
+        ("DATABASE_URL", proxy.url_for(&test_database_url())),
+        ("JWT_SECRET", SECRET.to_owned()),
+    ];
+    let user = common::new_user_id();
+    let token = token(&user);
+    let key = format!("rt-key-{}", uuid::Uuid::now_v7());
+
+    let create = Function::start("create-task", &vars).await;
+    let mut e = authorize(event("create-task"), &token);
+    e["body"] = json!(json!({"title": "warm"}).to_string());
+    assert_eq!(create.respond(&e).await["statusCode"], 201);
+    proxy.fault_established(Fault::LoseAnswer);
+    e["body"] = json!(json!({"title": "answer lost"}).to_string());
+    e["headers"]["idempotency-key"] = json!(key);
+    let first = create.respond(&e).await;
+    assert_eq!(first["statusCode"], 201, "{first}");
+    assert!(first["headers"].get("idempotent-replayed").is_none());
+    let replay = create.respond(&e).await;
+    assert_eq!(replay["statusCode"], 201);
+    assert_eq!(replay["headers"]["idempotent-replayed"], "true");
+    assert_eq!(body_json(&replay), body_json(&first));
+    let id = body_json(&first)["data"]["id"].as_str().unwrap().to_owned();
+    let db = common::inspect().await;
+    let stored: i64 = db
+        .query_one(
+            "SELECT count(*) FROM tasks WHERE user_id = $1 AND title = 'answer lost'",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "created once");
+
+    let toggle = Function::start("toggle-task", &vars).await;
+    let stale = first["headers"]["etag"].as_str().unwrap().to_owned();
+    let e = for_task(authorize(event("toggle-task"), &token), &id);
+    let toggled = toggle.respond(&e).await;
+    assert_eq!(toggled["statusCode"], 200);
+    proxy.fault_established(Fault::Reset);
+    let again = toggle.respond(&e).await;
+    assert_eq!(again["statusCode"], 200, "{again}");
+    assert_eq!(
+        body_json(&again)["data"]["is_completed"],
+        false,
+        "flipped once more"
+    );
+
+    let mut conditional = e.clone();
+    conditional["headers"]["if-match"] = json!(stale);
+    let refused = toggle.respond(&conditional).await;
+    assert_eq!(refused["statusCode"], 412);
+    assert_eq!(refused["headers"]["etag"], again["headers"]["etag"]);
+}
