@@ -185,3 +185,126 @@ async fn validation_and_method_errors_through_events() {
     assert_eq!(status, 405);
     assert_eq!(response.headers()["allow"], "GET, POST");
 }
+
+fn etag_of(response: &Response<Body>) -> String {
+    response
+        .headers()
+        .get("etag")
+        .expect("ETag")
+        .to_str()
+        .expect("ASCII ETag")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn if_none_match_through_an_event_is_a_304_without_a_body() {
+    let app = spawn_app().await;
+    let (_, token) = app.new_user();
+    let (status, created, json) = invoke(
+        &app,
+        Function::CreateTask,
+        &authorize(event("create-task"), &token),
+    )
+    .await;
+    assert_eq!(status, 201, "{json}");
+    let id = json["data"]["id"].as_str().unwrap().to_owned();
+    let tag = etag_of(&created);
+    assert_eq!(
+        tag,
+        format!("\"{}\"", json["data"]["updated_at"].as_str().unwrap())
+    );
+
+    let mut conditional = for_task(authorize(event("get-task"), &token), &id);
+    for value in [tag.clone(), format!("W/{tag}"), "*".to_owned()] {
+        conditional["headers"]["if-none-match"] = json!(value);
+        let (status, response, _) = invoke(&app, Function::GetTask, &conditional).await;
+        assert_eq!(status, 304, "if-none-match: {value}");
+        assert!(
+            matches!(response.body(), Body::Empty),
+            "a 304 has no body: {:?}",
+            response.body()
+        );
+        assert_eq!(etag_of(&response), tag);
+    }
+
+    conditional["headers"]["if-none-match"] = json!("\"2001-01-01T00:00:00.000000Z\"");
+    let (status, response, json) = invoke(&app, Function::GetTask, &conditional).await;
+    assert_eq!(
+        (status, json["data"]["id"].as_str()),
+        (200, Some(id.as_str()))
+    );
+    assert_eq!(etag_of(&response), tag);
+}
+
+#[tokio::test]
+async fn the_if_match_update_event_needs_the_tasks_current_etag() {
+    let app = spawn_app().await;
+    let (_, token) = app.new_user();
+
+    // As shipped, the fixture names a task this user does not have.
+    let fixture = authorize(event("update-task-if-match"), &token);
+    let (status, response, json) = invoke(&app, Function::UpdateTask, &fixture).await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (404, Some("TASK_NOT_FOUND"))
+    );
+    assert!(response.headers().get("etag").is_none());
+
+    let (status, created, json) = invoke(
+        &app,
+        Function::CreateTask,
+        &authorize(event("create-task"), &token),
+    )
+    .await;
+    assert_eq!(status, 201, "{json}");
+    let id = json["data"]["id"].as_str().unwrap().to_owned();
+    let tag = etag_of(&created);
+
+    // The fixture's tag is not this task's: 412 with the current ETag, nothing written.
+    let mut update = for_task(fixture, &id);
+    let (status, response, json) = invoke(&app, Function::UpdateTask, &update).await;
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (412, Some("PRECONDITION_FAILED"))
+    );
+    assert_eq!(etag_of(&response), tag);
+
+    // With the task's current ETag the update goes through; the 412 did not use up the
+    // fixture's idempotency key.
+    update["headers"]["if-match"] = json!(tag);
+    let (status, updated, json) = invoke(&app, Function::UpdateTask, &update).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        (
+            json["data"]["title"].as_str(),
+            json["data"]["is_completed"].as_bool()
+        ),
+        (Some("Buy oat milk"), Some(true))
+    );
+    assert!(updated.headers().get("idempotent-replayed").is_none());
+    let new_tag = etag_of(&updated);
+    assert_ne!(new_tag, tag);
+    assert_eq!(
+        new_tag,
+        format!("\"{}\"", json["data"]["updated_at"].as_str().unwrap())
+    );
+
+    // The same event again is a replay, although its If-Match is stale by now.
+    let (status, replayed, replay_json) = invoke(&app, Function::UpdateTask, &update).await;
+    assert_eq!(status, 200, "{replay_json}");
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay_json, json);
+    assert_eq!(etag_of(&replayed), new_tag);
+
+    let (status, got, json) = invoke(
+        &app,
+        Function::GetTask,
+        &for_task(authorize(event("get-task"), &token), &id),
+    )
+    .await;
+    assert_eq!(
+        (status, json["data"]["title"].as_str()),
+        (200, Some("Buy oat milk"))
+    );
+    assert_eq!(etag_of(&got), new_tag, "the replay wrote nothing");
+}
