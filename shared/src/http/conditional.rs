@@ -93,31 +93,30 @@ fn parse(
     let mut tags = Vec::new();
     let mut any = false;
     for line in lines {
-        let text = line.to_str().map_err(|_| invalid())?;
-        for element in text.split(',').map(|e| e.trim_matches([' ', '\t'])) {
+        // Bytes, not text: an entity tag may carry obs-text (0x80–0xFF, RFC 9110 §8.8.3).
+        for element in line.as_bytes().split(|b| *b == b',') {
+            let element = element.trim_ascii();
             if element.is_empty() {
                 continue;
             }
-            if element == "*" {
+            if element == b"*" {
                 any = true;
                 continue;
             }
-            let (weak, quoted) = match element.strip_prefix("W/") {
+            let (weak, quoted) = match element.strip_prefix(b"W/") {
                 Some(rest) => (true, rest),
                 None => (false, element),
             };
+            let etagc = |b: &u8| *b == 0x21 || (0x23..=0x7e).contains(b) || *b >= 0x80;
             let opaque = quoted
-                .strip_prefix('"')
-                .and_then(|rest| rest.strip_suffix('"'))
-                .filter(|opaque| {
-                    opaque
-                        .bytes()
-                        .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
-                })
+                .strip_prefix(b"\"")
+                .and_then(|rest| rest.strip_suffix(b"\""))
+                .filter(|opaque| opaque.iter().all(etagc))
                 .ok_or_else(invalid)?;
             tags.push(EntityTag {
                 weak,
-                opaque: opaque.to_owned(),
+                // Ours are ASCII; a tag that is not UTF-8 simply never matches one of them.
+                opaque: String::from_utf8_lossy(opaque).into_owned(),
             });
         }
     }
