@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds the seven functions for AWS Lambda arm64 (provided.al2023) in release mode with
+# Builds the eight functions (seven routes and the catch-all) for AWS Lambda arm64 (provided.al2023) in release mode with
 # cargo-lambda (zig as the cross linker, glibc of Amazon Linux 2023) and packages each as
 # target/lambda/<function>/bootstrap.zip. Prints the sizes; fails if one exceeds 3 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 limit=$((3 * 1024 * 1024))
-packages=(health list-tasks create-task get-task update-task delete-task toggle-task)
+packages=(health list-tasks create-task get-task update-task delete-task toggle-task not-found)
 cargo lambda build --release --arm64 --output-format zip $(printf -- '-p %s ' "${packages[@]}")
 status=0
 printf '%-12s %10s %10s\n' function zip_bytes bootstrap

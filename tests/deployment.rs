@@ -8,6 +8,7 @@ use tasks_api::server::{
     CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, CORS_MAX_AGE_SECONDS,
 };
 use tasks_shared::http::ROUTES;
+use tasks_shared::http::routes::CATCH_ALL;
 use yaml_rust2::{Yaml, YamlLoader};
 
 type RouteSet = BTreeSet<(String, String, String)>;
@@ -40,6 +41,7 @@ fn code_routes() -> RouteSet {
 fn sam_template_wires_each_function_to_exactly_its_route() {
     let template = yaml("template.yaml");
     let mut routes = RouteSet::new();
+    let mut catch_all = Vec::new();
     for (_, resource) in template["Resources"].as_hash().unwrap() {
         if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
             continue;
@@ -56,14 +58,22 @@ fn sam_template_wires_each_function_to_exactly_its_route() {
         for (_, event) in events {
             assert_eq!(event["Type"].as_str(), Some("HttpApi"));
             let props = &event["Properties"];
-            routes.insert((
-                props["Method"].as_str().unwrap().to_owned(),
-                props["Path"].as_str().unwrap().to_owned(),
-                binary.to_owned(),
-            ));
+            match (props["Method"].as_str(), props["Path"].as_str()) {
+                (Some(method), Some(path)) => {
+                    routes.insert((method.to_owned(), path.to_owned(), binary.to_owned()));
+                }
+                // Neither: API Gateway's `$default` route, the catch-all.
+                (None, None) => catch_all.push(binary.to_owned()),
+                other => panic!("{binary}: half a route {other:?}"),
+            }
         }
     }
     assert_eq!(routes, code_routes());
+    assert_eq!(
+        catch_all,
+        [CATCH_ALL],
+        "one catch-all function, answering 404/405"
+    );
 }
 
 #[test]
@@ -203,7 +213,8 @@ fn event(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
 }
 
-/// Every fixture in `events/` is an API Gateway v2 event for one of the routes.
+/// Every fixture in `events/` is an API Gateway v2 event for one of the routes, or for the
+/// catch-all `$default` route.
 #[test]
 fn every_event_fixture_is_for_a_route() {
     let dir = format!("{}/events", env!("CARGO_MANIFEST_DIR"));
@@ -218,6 +229,9 @@ fn every_event_fixture_is_for_a_route() {
         assert_eq!(event["version"], "2.0", "{path:?}");
         let route_key = event["routeKey"].as_str().expect("routeKey");
         assert_eq!(event["requestContext"]["routeKey"], route_key, "{path:?}");
+        if route_key == "$default" {
+            continue;
+        }
         let (method, route_path) = route_key.split_once(' ').expect("METHOD /path");
         assert_eq!(
             event["requestContext"]["http"]["method"], method,

@@ -260,3 +260,21 @@ async fn function_binaries_answer_true_outcomes_through_broken_connections() {
     assert_eq!(refused["statusCode"], 412);
     assert_eq!(refused["headers"]["etag"], again["headers"]["etag"]);
 }
+
+/// API Gateway's `$default` route: the catch-all binary answers what no route matched with the
+/// contract's JSON 404 / 405 (+ `Allow`), with no configuration at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catch_all_function_answers_unknown_routes_like_the_local_server() {
+    let catch_all = Function::start(tasks_shared::http::routes::CATCH_ALL, &[]).await;
+    let unknown = catch_all.respond(&event("unmatched-route")).await;
+    assert_eq!(unknown["statusCode"], 404, "{unknown}");
+    assert_eq!(body_json(&unknown)["error"]["code"], "NOT_FOUND");
+
+    let mut head = event("unmatched-route");
+    head["rawPath"] = json!("/api/tasks");
+    head["requestContext"]["http"]["method"] = json!("HEAD");
+    let refused = catch_all.respond(&head).await;
+    assert_eq!(refused["statusCode"], 405, "{refused}");
+    assert_eq!(refused["headers"]["allow"], "GET, POST");
+    assert_eq!(body_json(&refused)["error"]["code"], "METHOD_NOT_ALLOWED");
+}

@@ -16,7 +16,7 @@ use crate::State;
 use crate::db::DbError;
 use crate::http::conditional::{self, Condition};
 use crate::http::routes::Matched;
-use crate::http::{ApiError, Function, body, json_response, resolve};
+use crate::http::{ApiError, Function, ROUTES, body, json_response, resolve};
 use crate::idempotency::RequestKey;
 use crate::tasks::sql::Outcome;
 use crate::tasks::{
@@ -25,7 +25,7 @@ use crate::tasks::{
 
 /// Marks a response that repeats an earlier request's answer (CONTRACT "Safe retries").
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
-use crate::timestamp;
+use crate::{telemetry, timestamp};
 
 /// Lambda entry point for `function`: the event must be for that function's route (API Gateway
 /// only routes it there); anything else is answered as the local server would answer it.
@@ -44,6 +44,22 @@ pub async fn serve(
     Ok(respond(state, matched, &request).await)
 }
 
+/// Lambda entry point of the catch-all function ([`crate::http::routes::CATCH_ALL`]): API
+/// Gateway sends it what no route matched, answered as the local server answers it (404, or 405
+/// with `Allow`). A request that does match a route is not this function's either: 404.
+pub async fn unmatched(request: Request) -> Result<Response<Body>, Infallible> {
+    let meta = request_meta(&request, None);
+    let error = match route(&request) {
+        Err(error) => error,
+        Ok(_) => ApiError::NotFound,
+    };
+    let answer = async {
+        telemetry::note_error(error.code(), None);
+        error.into_response()
+    };
+    Ok(telemetry::observe(meta, answer, |response| response.status().as_u16()).await)
+}
+
 /// Local server entry point: every route.
 pub async fn dispatch(state: &State, request: Request) -> Response<Body> {
     let matched = route(&request);
@@ -59,16 +75,41 @@ fn route(request: &Request) -> Result<Matched<'_>, ApiError> {
     resolve(request.method(), path)
 }
 
+/// Every response of both entry points is finished here, inside [`telemetry::observe`], which
+/// writes the request's log line.
 async fn respond(
     state: &State,
     matched: Result<Matched<'_>, ApiError>,
     request: &Request,
 ) -> Response<Body> {
-    let result = match matched {
-        Ok(Matched { function, task_id }) => handle(state, function, task_id, request).await,
-        Err(error) => Err(error),
+    let meta = request_meta(request, matched.as_ref().ok().map(|m| m.function));
+    let answer = async {
+        let result = match matched {
+            Ok(Matched { function, task_id }) => handle(state, function, task_id, request).await,
+            Err(error) => Err(error),
+        };
+        result.unwrap_or_else(|error| {
+            telemetry::note_error(error.code(), error.unavailable_dependency());
+            error.into_response()
+        })
     };
-    result.unwrap_or_else(ApiError::into_response)
+    telemetry::observe(meta, answer, |response| response.status().as_u16()).await
+}
+
+/// The log line's view of a request: ids and the route template, nothing the client wrote.
+fn request_meta(request: &Request, function: Option<Function>) -> telemetry::RequestMeta {
+    let lambda = request.lambda_context_ref();
+    let route = function
+        .and_then(|f| ROUTES.iter().find(|route| route.function == f))
+        .map_or_else(
+            || "unmatched".to_owned(),
+            |route| format!("{} {}", route.method, route.path),
+        );
+    telemetry::RequestMeta {
+        request_id: lambda.map_or_else(|| Uuid::now_v7().to_string(), |c| c.request_id.clone()),
+        route,
+        trace_id: lambda.and_then(|c| c.xray_trace_id.clone()),
+    }
 }
 
 async fn handle(
@@ -80,7 +121,19 @@ async fn handle(
     if function == Function::Health {
         return Ok(health(state).await);
     }
-    let who = state.verifier.authenticate(request.headers()).await?;
+    // A cold instance connects to the database while the token is verified (which may fetch
+    // the JWKS), so its first response costs the longer of the two, not their sum. A refused
+    // token does not wait for the connection.
+    let mut prewarm = std::pin::pin!(state.db.prewarm());
+    let mut auth = std::pin::pin!(state.verifier.authenticate(request.headers()));
+    let who = tokio::select! {
+        who = &mut auth => {
+            let who = who?;
+            prewarm.await;
+            who
+        }
+        () = &mut prewarm => auth.await?,
+    };
     let db = &state.db;
     let headers = request.headers();
     match function {

@@ -13,6 +13,7 @@ mod lambda_init;
 pub mod migrate;
 pub mod secrets;
 pub mod tasks;
+pub mod telemetry;
 pub mod timestamp;
 
 pub use lambda_http;

@@ -25,6 +25,7 @@ pub fn binaries_dir() -> PathBuf {
         for route in &ROUTES {
             command.args(["-p", route.function.name()]);
         }
+        command.args(["-p", tasks_shared::http::routes::CATCH_ALL]);
         let status = command
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()

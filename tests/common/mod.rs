@@ -129,6 +129,9 @@ pub async fn spawn_app() -> TestApp {
 /// environment variables (e.g. `JWKS_URL`, `DATABASE_URL`).
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     prepare_database().await;
+    // Request log lines would bypass the test harness' output capture; a test that reads them
+    // installs its own sink first.
+    tasks_shared::telemetry::capture(|_| {});
     let secret = format!("test-secret-{}", uuid::Uuid::now_v7().simple());
     let mut vars: HashMap<String, String> = HashMap::from([
         ("DATABASE_URL".to_owned(), test_database_url()),

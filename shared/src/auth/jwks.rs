@@ -109,6 +109,7 @@ impl JwksCache {
     }
 
     async fn fetch_keys(&self) -> Result<HashMap<String, Arc<VerificationKey>>, String> {
+        crate::telemetry::count_jwks_fetch();
         let client = self
             .client
             .get_or_try_init(|| async { https_client() })

@@ -209,7 +209,18 @@ impl Database {
     /// its connection broke or stalled after idle. The statement must be safe to send twice
     /// (see the module docs).
     pub async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
-        let deadline = Instant::now() + self.timeout;
+        let started = Instant::now();
+        let result = self.query_until(sql, params, started + self.timeout).await;
+        crate::telemetry::add_db_time(started.elapsed());
+        result
+    }
+
+    async fn query_until(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        deadline: Instant,
+    ) -> Result<Vec<Row>, DbError> {
         let mut attempts = 0;
         loop {
             let connection = match self.checkout(deadline).await {
@@ -356,6 +367,14 @@ impl Database {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(error)) => Err(DbError::Unavailable(describe(&error))),
             Err(_elapsed) => Err(DbError::Unavailable("connect timed out".into())),
+        }
+    }
+
+    /// On a cold instance, opens the pool's first connection; a no-op once one exists. Failures
+    /// are left to the statement that follows, which reports them.
+    pub async fn prewarm(&self) {
+        if self.pool.status().size == 0 {
+            let _returned_to_the_pool = self.checkout(Instant::now() + self.timeout).await;
         }
     }
 

@@ -77,6 +77,18 @@ impl ApiError {
         }
     }
 
+    /// For a 503: what it waited for (the request log's metrics count them apart).
+    pub fn unavailable_dependency(&self) -> Option<crate::telemetry::Dependency> {
+        match self {
+            // auth::Verifier names the JWKS in its cause; everything else is the database.
+            Self::Unavailable(cause) if cause.starts_with("JWKS") => {
+                Some(crate::telemetry::Dependency::Jwks)
+            }
+            Self::Unavailable(_) => Some(crate::telemetry::Dependency::Database),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation { .. } => StatusCode::BAD_REQUEST,

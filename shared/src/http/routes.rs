@@ -41,6 +41,10 @@ pub struct Route {
 
 pub const TASK_ID_PARAM: &str = "{task_id}";
 
+/// The function behind API Gateway's catch-all (`$default`) route: not a route of its own, it
+/// answers 404/405 from this table for everything the routes below do not match.
+pub const CATCH_ALL: &str = "not-found";
+
 pub const ROUTES: [Route; 7] = [
     Route {
         method: Method::GET,
