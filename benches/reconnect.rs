@@ -10,13 +10,13 @@
 //!
 //! `cargo bench --bench reconnect`; `cargo test --benches` runs each once. The local server is
 //! `postgres://postgres@127.0.0.1:5432/postgres`, or `RECONNECT_BENCH_URL`. Connections are
-//! closed outside the timed section. After benchmarking (not in test mode) the two connect
-//! benches also print the client's own CPU time per connect (this thread's, from
-//! /proc/thread-self/schedstat): the part a CPU-starved Lambda would stretch.
+//! closed outside the timed section. After benchmarking (not in test mode) each bench also
+//! measures the client's own CPU time per run (this thread's, from /proc/thread-self/schedstat),
+//! printed after divan's table: the part a CPU-starved Lambda would stretch.
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use divan::Bencher;
@@ -33,8 +33,18 @@ mod tls_cluster;
 /// Connections measured outside divan for the client CPU figure.
 const CPU_RUNS: u32 = 100;
 
+/// Client CPU lines, printed after divan's table (printing during it would break its lines).
+static CPU_REPORT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 fn main() {
     divan::main();
+    for line in CPU_REPORT.lock().unwrap().iter() {
+        println!("{line}");
+    }
+}
+
+fn report(line: String) {
+    CPU_REPORT.lock().unwrap().push(line);
 }
 
 /// `cargo test --benches` runs the binary without `--bench`; `cargo bench` passes it.
@@ -118,30 +128,42 @@ where
     if test_mode() {
         return;
     }
-    // The client's own CPU: everything runs on this thread (current-thread runtime, no DNS).
+    let cpu = client_cpu(
+        &rt,
+        CPU_RUNS,
+        || connect_and_select(config, tls.clone()),
+        |(client, task)| rt.block_on(close(client, task)),
+    );
+    report(match cpu {
+        Some((cpu, wall)) => format!(
+            "{name}: client CPU {:.3} ms of {:.3} ms wall per connect + SELECT 1 (mean of {CPU_RUNS})",
+            cpu.as_secs_f64() * 1e3,
+            wall.as_secs_f64() * 1e3,
+        ),
+        None => format!("{name}: client CPU not measured (no /proc/thread-self/schedstat)"),
+    });
+}
+
+/// Mean CPU time of this thread, and mean wall time, per run of `step` (awaited on this thread:
+/// with the current-thread runtime and no DNS look-up, all the client's work runs here).
+/// `after` runs outside the measurement. `None` when the CPU time cannot be read.
+fn client_cpu<O, F: Future<Output = O>>(
+    rt: &Runtime,
+    runs: u32,
+    mut step: impl FnMut() -> F,
+    mut after: impl FnMut(O),
+) -> Option<(Duration, Duration)> {
     let mut cpu = Duration::ZERO;
     let mut wall = Duration::ZERO;
-    let mut measured = true;
-    for _ in 0..CPU_RUNS {
-        let (cpu_before, started) = (thread_cpu(), Instant::now());
-        let (client, task) = rt.block_on(connect_and_select(config, tls.clone()));
-        let (cpu_after, ended) = (thread_cpu(), Instant::now());
-        match (cpu_before, cpu_after) {
-            (Some(before), Some(after)) => cpu += after.saturating_sub(before),
-            _ => measured = false,
-        }
+    for _ in 0..runs {
+        let (cpu_before, started) = (thread_cpu()?, Instant::now());
+        let output = rt.block_on(step());
+        let (cpu_after, ended) = (thread_cpu()?, Instant::now());
+        cpu += cpu_after.saturating_sub(cpu_before);
         wall += ended - started;
-        rt.block_on(close(client, task));
+        after(output);
     }
-    if measured {
-        eprintln!(
-            "{name}: client CPU {:.3} ms of {:.3} ms wall per connect + SELECT 1 (mean of {CPU_RUNS})",
-            cpu.as_secs_f64() * 1e3 / f64::from(CPU_RUNS),
-            wall.as_secs_f64() * 1e3 / f64::from(CPU_RUNS),
-        );
-    } else {
-        eprintln!("{name}: client CPU not measured (/proc/thread-self/schedstat unreadable)");
-    }
+    Some((cpu / runs, wall / runs))
 }
 
 /// CPU time this thread has run (first field of /proc/thread-self/schedstat, nanoseconds;
@@ -158,6 +180,18 @@ fn warm_statement(bencher: Bencher) {
     let rt = runtime();
     let (client, task) = rt.block_on(connect_and_select(&local_config(), NoTls));
     bencher.bench_local(|| rt.block_on(select_one(&client)));
+    if !test_mode() {
+        let runs = 20 * CPU_RUNS;
+        let cpu = client_cpu(&rt, runs, || select_one(&client), |()| ());
+        report(match cpu {
+            Some((cpu, wall)) => format!(
+                "warm_statement: client CPU {:.1} µs of {:.1} µs wall per SELECT 1 (mean of {runs})",
+                cpu.as_secs_f64() * 1e6,
+                wall.as_secs_f64() * 1e6,
+            ),
+            None => "warm_statement: client CPU not measured".to_owned(),
+        });
+    }
     rt.block_on(close(client, task));
 }
 
