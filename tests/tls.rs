@@ -1,177 +1,18 @@
 //! Verified TLS to PostgreSQL: a throwaway PostgreSQL with `ssl=on`, SCRAM passwords and a
-//! certificate issued (for `localhost` only) by a CA generated here.
+//! certificate issued (for `localhost` only) by a CA generated for it (`common/tls_cluster.rs`).
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-use common::tools::{find, free_port};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use common::tls_cluster::TlsCluster;
+use common::tools::find;
 use tasks_shared::config::DatabaseSettings;
 use tasks_shared::db::{Database, DbError};
 
-const PASSWORD: &str = "tls-test-password";
-
-struct TlsPostgres {
-    data: PathBuf,
-    port: u16,
-    ca_pem: PathBuf,
-    pg_ctl: PathBuf,
-}
-
-impl Drop for TlsPostgres {
-    fn drop(&mut self) {
-        let _ = as_postgres(
-            &self.pg_ctl,
-            &["-D", path(&self.data), "-m", "immediate", "stop"],
-        );
-        let _ = std::fs::remove_dir_all(self.data.parent().unwrap());
-    }
-}
-
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// PostgreSQL refuses to run as root: run its tools as the `postgres` user when we are root.
-fn as_postgres(program: &Path, args: &[&str]) -> std::process::Output {
-    let root = unsafe_is_root();
-    let mut command = if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    };
-    command.args(args).output().expect("run a PostgreSQL tool")
-}
-
-fn unsafe_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false)
-}
-
-fn pg_bin(tool: &str) -> Option<PathBuf> {
-    let versions = std::fs::read_dir("/usr/lib/postgresql").ok()?;
-    let mut dirs: Vec<PathBuf> = versions
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("bin"))
-        .collect();
-    dirs.sort();
-    dirs.into_iter()
-        .rev()
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-        .or_else(|| find(tool))
-}
-
-fn start_tls_postgres() -> Option<TlsPostgres> {
-    let (Some(initdb), Some(pg_ctl)) = (pg_bin("initdb"), pg_bin("pg_ctl")) else {
-        find("initdb");
-        return None;
-    };
-    let root = std::env::temp_dir().join(format!("tasks-tls-{}", uuid::Uuid::now_v7().simple()));
-    let data = root.join("data");
-    std::fs::create_dir_all(&root).unwrap();
-
-    // A CA, and a server certificate for "localhost" only (not 127.0.0.1).
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "tasks-api test CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let mut server_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    server_params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
-    let ca_pem = root.join("ca.pem");
-    std::fs::write(&ca_pem, ca_cert.pem()).unwrap();
-    std::fs::write(root.join("pwfile"), PASSWORD).unwrap();
-    if unsafe_is_root() {
-        Command::new("chown")
-            .args(["-R", "postgres", path(&root)])
-            .status()
-            .unwrap();
-    }
-    let out = as_postgres(
-        &initdb,
-        &[
-            "-D",
-            path(&data),
-            "-U",
-            "postgres",
-            "--pwfile",
-            path(&root.join("pwfile")),
-            "-A",
-            "scram-sha-256",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "initdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(data.join("server.crt"), server_cert.pem()).unwrap();
-    std::fs::write(data.join("server.key"), server_key.serialize_pem()).unwrap();
-    let port = free_port();
-    let conf = format!(
-        "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
-        path(&root)
-    );
-    std::fs::write(data.join("postgresql.auto.conf"), conf).unwrap();
-    std::fs::write(
-        data.join("pg_hba.conf"),
-        "host all all 127.0.0.1/32 scram-sha-256\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(
-        data.join("server.key"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
-    if unsafe_is_root() {
-        Command::new("chown")
-            .args(["-R", "postgres", path(&root)])
-            .status()
-            .unwrap();
-    }
-    let log = root.join("log");
-    let out = as_postgres(
-        &pg_ctl,
-        &[
-            "-D",
-            path(&data),
-            "-l",
-            path(&log),
-            "-w",
-            "-t",
-            "30",
-            "start",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "pg_ctl start: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    Some(TlsPostgres {
-        data,
-        port,
-        ca_pem,
-        pg_ctl,
-    })
 }
 
 fn settings(ca_cert: Option<&Path>) -> DatabaseSettings {
@@ -196,13 +37,13 @@ async fn session_ssl(url: &str, ca: Option<&Path>) -> Result<bool, DbError> {
 
 #[tokio::test]
 async fn verified_tls_accepts_the_trusted_ca_and_refuses_the_rest() {
-    let Some(pg) = start_tls_postgres() else {
+    let Some(pg) = TlsCluster::start() else {
+        // Loud skip, or a failure in CI (TASKS_REQUIRE_TOOLS=1).
+        find("initdb");
+        find("pg_ctl");
         return;
     };
-    let port = pg.port;
-    let url = |host: &str, query: &str| {
-        format!("postgres://postgres:{PASSWORD}@{host}:{port}/postgres?{query}")
-    };
+    let url = |host: &str, query: &str| pg.url(host, query);
 
     // Trusted CA (DATABASE_CA_CERT), right host name, SCRAM with channel binding, as on Neon.
     let neon_like = url("localhost", "sslmode=require&channel_binding=require");

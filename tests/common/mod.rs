@@ -6,6 +6,7 @@ pub mod events;
 pub mod functions;
 pub mod jwks;
 pub mod proxy;
+pub mod tls_cluster;
 pub mod tools;
 
 use std::collections::HashMap;
