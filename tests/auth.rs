@@ -474,3 +474,68 @@ async fn jwks_outage_is_503_not_401_and_recovers() {
         "recovers once the JWKS is back"
     );
 }
+
+// Verified tokens are remembered until exp + leeway (shared/src/auth/cache.rs): a repeated
+// token gets the same answer as the first time, and refusals are never remembered.
+#[tokio::test]
+async fn repeated_tokens_get_the_same_answer() {
+    let app = spawn_app().await;
+    let secret = app.secret.clone();
+    let sub = common::new_user_id();
+    let t = now();
+    let ok = |token: &str| {
+        let authorization = format!("Bearer {token}");
+        let app = &app;
+        async move { list_with(app, Some(&authorization)).await }
+    };
+    let fresh = sign(
+        Algorithm::HS256,
+        &secret,
+        &json!({"sub": sub, "exp": t + 600}),
+    );
+    // Expired 30 s ago, within the 60 s leeway: accepted, the first time and from the cache.
+    let lenient = sign(
+        Algorithm::HS256,
+        &secret,
+        &json!({"sub": sub, "exp": t - 30}),
+    );
+    for token in [&fresh, &lenient] {
+        for attempt in 0..2 {
+            assert_eq!(ok(token).await.status, StatusCode::OK, "attempt {attempt}");
+        }
+    }
+    // Beyond the leeway, or the accepted token with its signature altered: refused each time.
+    let expired = sign(
+        Algorithm::HS256,
+        &secret,
+        &json!({"sub": sub, "exp": t - 120}),
+    );
+    let (message, signature) = fresh.rsplit_once('.').unwrap();
+    let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+    let altered = format!("{message}.{flipped}{}", &signature[1..]);
+    for token in [&expired, &altered] {
+        for _ in 0..2 {
+            ok(token).await.assert_error(401, "UNAUTHORIZED");
+        }
+    }
+    assert_eq!(ok(&fresh).await.status, StatusCode::OK);
+
+    // A real Better Auth token: the same identity on every request, one JWKS fetch.
+    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
+    let better_auth = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
+    let token = fixture("eddsa.jwt");
+    let user = fixture_user("eddsa");
+    for title in ["first", "second", "third"] {
+        let created = better_auth
+            .send(
+                Method::POST,
+                "/api/tasks",
+                Some(&token),
+                Some(&json!({ "title": title })),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{title}");
+        assert_eq!(created.json()["data"]["user_id"], user, "{title}");
+    }
+    assert_eq!(jwks.hits(), 1);
+}

@@ -3,8 +3,20 @@
 //! 10% toggle, 5% update) for a fixed time. Prints requests/s, errors and latency percentiles.
 //!
 //!     loadgen --url http://127.0.0.1:8000 --users 100 --seconds 30 --secret "$JWT_SECRET"
+//!     loadgen --token-family eddsa --jwks-port 8078 --issuer https://app.example.com ...
+//!
+//! Token families: `hs256` (signed with `--secret`, the server's `JWT_SECRET`), or `eddsa` /
+//! `es256`, shaped like Better Auth's (header `{alg, kid}`, the user object plus `sub`, `iat`,
+//! `exp`, `iss`, `aud`) and signed with a key pair generated at start. loadgen then serves the
+//! public key as a JWKS at `http://127.0.0.1:<jwks-port>/api/auth/jwks` for as long as it runs:
+//! start the server with that `JWKS_URL` (it fetches keys on first use, not at start-up). RS256
+//! is not offered: ring cannot generate RSA keys and the fixtures hold public keys only.
 
-use std::time::{Duration, Instant};
+use std::convert::Infallible;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
@@ -12,7 +24,19 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rand::{Rng, SeedableRng};
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
+};
+use serde_json::json;
 use tasks_api::dev::{TokenOptions, mint_hs256};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Family {
+    Hs256,
+    EdDsa,
+    Es256,
+}
 
 struct Options {
     url: String,
@@ -20,6 +44,9 @@ struct Options {
     seconds: u64,
     secret: String,
     seed_tasks: usize,
+    family: Family,
+    jwks_port: u16,
+    issuer: String,
 }
 
 fn options() -> Result<Options, String> {
@@ -29,6 +56,9 @@ fn options() -> Result<Options, String> {
         seconds: 30,
         secret: std::env::var("JWT_SECRET").unwrap_or_default(),
         seed_tasks: 10,
+        family: Family::Hs256,
+        jwks_port: 8078,
+        issuer: "https://app.example.com".into(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -39,13 +69,157 @@ fn options() -> Result<Options, String> {
             "--seconds" => options.seconds = value.parse().map_err(|_| "bad --seconds")?,
             "--secret" => options.secret = value,
             "--seed-tasks" => options.seed_tasks = value.parse().map_err(|_| "bad --seed-tasks")?,
+            "--token-family" => {
+                options.family = match value.as_str() {
+                    "hs256" => Family::Hs256,
+                    "eddsa" => Family::EdDsa,
+                    "es256" => Family::Es256,
+                    _ => return Err("--token-family: hs256, eddsa or es256".into()),
+                }
+            }
+            "--jwks-port" => options.jwks_port = value.parse().map_err(|_| "bad --jwks-port")?,
+            "--issuer" => options.issuer = value,
             other => return Err(format!("unknown option {other}")),
         }
     }
-    if options.secret.is_empty() {
+    if options.family == Family::Hs256 && options.secret.is_empty() {
         return Err("set --secret or JWT_SECRET".into());
     }
     Ok(options)
+}
+
+/// Signs tokens for every user: the server's HS256 secret, or a key pair of our own.
+enum Signer {
+    Hs256(String),
+    Jwks(Box<KeyPair>),
+}
+
+enum KeyPair {
+    EdDsa(Ed25519KeyPair),
+    Es256(EcdsaKeyPair, SystemRandom),
+}
+
+const KID: &str = "loadgen";
+const TOKEN_TTL_SECONDS: u64 = 3600;
+
+impl Signer {
+    fn new(options: &Options) -> Result<Self, String> {
+        let rng = SystemRandom::new();
+        let pair = match options.family {
+            Family::Hs256 => return Ok(Self::Hs256(options.secret.clone())),
+            Family::EdDsa => {
+                let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| e.to_string())?;
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| e.to_string())?;
+                KeyPair::EdDsa(pair)
+            }
+            Family::Es256 => {
+                let alg = &ECDSA_P256_SHA256_FIXED_SIGNING;
+                let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).map_err(|e| e.to_string())?;
+                let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng)
+                    .map_err(|e| e.to_string())?;
+                KeyPair::Es256(pair, rng)
+            }
+        };
+        Ok(Self::Jwks(Box::new(pair)))
+    }
+
+    /// The public key set the server must be given, for the asymmetric families.
+    fn jwks(&self) -> Option<String> {
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let key = match self {
+            Self::Hs256(_) => return None,
+            Self::Jwks(pair) => match pair.as_ref() {
+                KeyPair::EdDsa(pair) => json!({
+                    "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": KID,
+                    "x": b64(pair.public_key().as_ref()),
+                }),
+                KeyPair::Es256(pair, _) => {
+                    // Uncompressed SEC1 point: 0x04, then x and y (32 bytes each).
+                    let point = pair.public_key().as_ref();
+                    json!({
+                        "kty": "EC", "crv": "P-256", "alg": "ES256", "kid": KID,
+                        "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+                    })
+                }
+            },
+        };
+        Some(json!({ "keys": [key] }).to_string())
+    }
+
+    fn token(&self, user: &str, issuer: &str) -> Result<String, String> {
+        let pair = match self {
+            Self::Hs256(secret) => {
+                let options = TokenOptions {
+                    ttl_seconds: TOKEN_TTL_SECONDS,
+                    ..Default::default()
+                };
+                return Ok(mint_hs256(secret, user, &options));
+            }
+            Self::Jwks(pair) => pair.as_ref(),
+        };
+        let alg = match pair {
+            KeyPair::EdDsa(_) => "EdDSA",
+            KeyPair::Es256(..) => "ES256",
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        // What Better Auth's jwt() plugin issues: header {alg, kid}; the user object + claims.
+        let header = json!({ "alg": alg, "kid": KID });
+        let claims = json!({
+            "id": user, "name": user, "email": format!("{user}@example.com"),
+            "emailVerified": true, "image": null,
+            "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z",
+            "iat": now, "sub": user, "exp": now + TOKEN_TTL_SECONDS, "iss": issuer, "aud": issuer,
+        });
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = match pair {
+            KeyPair::EdDsa(pair) => pair.sign(message.as_bytes()).as_ref().to_vec(),
+            KeyPair::Es256(pair, rng) => pair
+                .sign(rng, message.as_bytes())
+                .map_err(|e| e.to_string())?
+                .as_ref()
+                .to_vec(),
+        };
+        Ok(format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    }
+}
+
+/// Serves `document` to whoever asks, on 127.0.0.1:`port`, until the process ends.
+async fn serve_jwks(port: u16, document: String) -> Result<(), String> {
+    use hyper::server::conn::http1 as server;
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("JWKS port {port}: {e}"))?;
+    let document = Bytes::from(document);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let document = document.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_request| {
+                    let document = document.clone();
+                    async move {
+                        let mut response = http::Response::new(Full::new(document));
+                        response.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = server::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -237,36 +411,39 @@ fn main() -> std::process::ExitCode {
         .trim_end_matches('/')
         .to_owned();
     let results = runtime.block_on(async {
+        let signer = Signer::new(&options)?;
+        if let Some(jwks) = signer.jwks() {
+            serve_jwks(options.jwks_port, jwks).await?;
+        }
         // Seeding happens before `start`; the measured window is exactly `seconds` long.
         let start = Instant::now() + Duration::from_secs(5);
         let end = start + Duration::from_secs(options.seconds);
-        let users: Vec<_> = (0..options.users)
-            .map(|i| {
-                let token = mint_hs256(
-                    &options.secret,
-                    &format!("load-user-{i:03}"),
-                    &TokenOptions {
-                        ttl_seconds: 3600,
-                        ..Default::default()
-                    },
-                );
-                tokio::spawn(run_user(
-                    authority.clone(),
-                    token,
-                    options.seed_tasks,
-                    start,
-                    end,
-                ))
-            })
-            .collect();
+        let mut users = Vec::new();
+        for i in 0..options.users {
+            let token = signer.token(&format!("load-user-{i:03}"), &options.issuer)?;
+            users.push(tokio::spawn(run_user(
+                authority.clone(),
+                token,
+                options.seed_tasks,
+                start,
+                end,
+            )));
+        }
         let mut results = Vec::new();
         for user in users {
             if let Ok(result) = user.await {
                 results.push(result);
             }
         }
-        results
+        Ok::<_, String>(results)
     });
+    let results = match results {
+        Ok(results) => results,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let mut all: Vec<Duration> = Vec::new();
     let mut per_op: std::collections::BTreeMap<String, usize> = Default::default();
     let mut errors = Vec::new();
@@ -279,7 +456,10 @@ fn main() -> std::process::ExitCode {
     }
     all.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("users: {}  duration: {} s", options.users, options.seconds);
+    println!(
+        "users: {}  duration: {} s  tokens: {:?}",
+        options.users, options.seconds, options.family
+    );
     println!(
         "requests: {}  requests/s: {:.0}  errors: {}",
         all.len(),

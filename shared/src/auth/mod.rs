@@ -10,16 +10,23 @@
 //! Both: `exp` required (60 s leeway, also for `nbf`), `iat` unchecked, `sub` a non-blank
 //! string of at most 255 code points without U+0000, `iss`/`aud` required and checked when
 //! `JWT_ISSUER`/`JWT_AUDIENCE` are set. An `email` the database could not store is dropped.
+//!
+//! A token that verified is remembered until it would stop verifying (`cache`), so a browser
+//! sending the same token for 15 minutes pays for one signature check.
 
+mod cache;
 mod jwks;
 mod ring_crypto;
 
 use http::{HeaderMap, header};
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, Validation, decode, decode_header, get_current_timestamp,
+};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
+pub use cache::{Lifetime, TokenCache};
 pub use jwks::{JwksCache, JwksError};
 pub use ring_crypto::install as install_crypto;
 
@@ -50,6 +57,11 @@ struct Claims {
     sub: String,
     #[serde(default)]
     email: Option<serde_json::Value>,
+    /// Read again (jsonwebtoken has validated them) to know how long the token stays valid.
+    #[serde(default)]
+    exp: Option<serde_json::Value>,
+    #[serde(default)]
+    nbf: Option<serde_json::Value>,
 }
 
 pub struct Verifier {
@@ -57,6 +69,7 @@ pub struct Verifier {
     jwks: Option<JwksCache>,
     issuer: Option<String>,
     audience: Option<String>,
+    verified: TokenCache,
 }
 
 impl Verifier {
@@ -70,6 +83,7 @@ impl Verifier {
             jwks: settings.jwks_url.clone().map(JwksCache::new),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            verified: TokenCache::default(),
         }
     }
 
@@ -79,7 +93,27 @@ impl Verifier {
         self.verify(token).await
     }
 
+    /// The caller `token` names, if it verifies now. A token that verified before and has not
+    /// expired since (`exp` + leeway) is answered from memory; anything else is checked in full.
     pub async fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+        if let Some(identity) = self.verified.get(token, get_current_timestamp()) {
+            return Ok(identity);
+        }
+        let (identity, lifetime) = self.check(token).await?;
+        if let Some(lifetime) = lifetime {
+            self.verified
+                .insert(token, &identity, lifetime, get_current_timestamp());
+        }
+        Ok(identity)
+    }
+
+    /// The full check, bypassing the cache of verified tokens: what a first request costs.
+    pub async fn verify_uncached(&self, token: &str) -> Result<Identity, ApiError> {
+        self.check(token).await.map(|(identity, _)| identity)
+    }
+
+    /// Header, key, signature and claims; on success, the identity and the token's lifetime.
+    async fn check(&self, token: &str) -> Result<(Identity, Option<Lifetime>), ApiError> {
         let refuse = |reason| ApiError::Unauthorized { reason };
         let header = decode_header(token).map_err(|_| refuse("malformed token"))?;
         let jwks_key;
@@ -107,7 +141,8 @@ impl Verifier {
         let claims = decode::<Claims>(token, key, &self.validation(header.alg))
             .map_err(|e| refuse(reason_for(e.kind())))?
             .claims;
-        identity(claims).map_err(refuse)
+        let lifetime = Lifetime::of(claims.exp.as_ref(), claims.nbf.as_ref());
+        Ok((identity(claims).map_err(refuse)?, lifetime))
     }
 
     fn validation(&self, alg: Algorithm) -> Validation {
@@ -206,6 +241,140 @@ mod tests {
 
     fn identity_of(claims: Value) -> Result<Identity, &'static str> {
         identity(serde_json::from_value(claims).expect("claims"))
+    }
+
+    const SECRET: &str = "unit-test-secret-unit-test-secret-0123";
+
+    fn hs256_verifier(secret: &str) -> Verifier {
+        Verifier::new(&AuthSettings {
+            hs256_secret: Some(secret.to_owned().into()),
+            ..AuthSettings::default()
+        })
+    }
+
+    fn mint(secret: &str, claims: &Value) -> String {
+        install_crypto();
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("encode")
+    }
+
+    fn now() -> u64 {
+        get_current_timestamp()
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_answered_from_the_cache() {
+        let verifier = hs256_verifier(SECRET);
+        let token = mint(
+            SECRET,
+            &json!({"sub": "alice", "email": "a@example.com", "exp": now() + 900}),
+        );
+        let first = verifier.verify(&token).await.expect("verifies");
+        assert_eq!(verifier.verified.len(), 1);
+        let second = verifier.verify(&token).await.expect("cached");
+        assert_eq!(first, second);
+        assert_eq!(second.user_id, "alice");
+        assert_eq!(second.email.as_deref(), Some("a@example.com"));
+        assert_eq!(verifier.verified.len(), 1);
+        // The entry lasts exactly as long as the token: exp + leeway.
+        let exp = now() + 900;
+        let token = mint(
+            SECRET,
+            &json!({"sub": "bob", "exp": exp, "nbf": exp - 1000}),
+        );
+        verifier.verify(&token).await.expect("verifies");
+        let until = exp + LEEWAY_SECONDS;
+        assert!(verifier.verified.get(&token, until).is_some());
+        assert!(verifier.verified.get(&token, until + 1).is_none());
+        assert!(
+            verifier
+                .verified
+                .get(&token, exp - 1000 - LEEWAY_SECONDS - 1)
+                .is_none()
+        );
+        // The uncached path still checks in full and adds nothing.
+        let carol = mint(SECRET, &json!({"sub": "carol", "exp": now() + 900}));
+        verifier.verify_uncached(&carol).await.expect("verifies");
+        assert_eq!(verifier.verified.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn expiry_is_honoured() {
+        let verifier = hs256_verifier(SECRET);
+        // Past exp + leeway: refused, and not remembered.
+        let expired = mint(
+            SECRET,
+            &json!({"sub": "alice", "exp": now() - LEEWAY_SECONDS - 1}),
+        );
+        assert!(verifier.verify(&expired).await.is_err());
+        assert!(verifier.verified.is_empty());
+        // An entry whose time ran out is not used: the token is checked again, and refused.
+        let identity = Identity {
+            user_id: "alice".into(),
+            email: None,
+        };
+        let ran_out = Lifetime {
+            from: 0,
+            until: now() - 1,
+        };
+        verifier
+            .verified
+            .insert(&expired, &identity, ran_out, now() - 10);
+        assert_eq!(verifier.verified.len(), 1);
+        assert!(matches!(
+            verifier.verify(&expired).await,
+            Err(ApiError::Unauthorized {
+                reason: "token expired"
+            })
+        ));
+        // Expired but within the leeway: accepted, and remembered only until exp + leeway.
+        let exp = now() - 30;
+        let lenient = mint(SECRET, &json!({"sub": "alice", "exp": exp}));
+        assert!(verifier.verify(&lenient).await.is_ok());
+        assert!(verifier.verify(&lenient).await.is_ok());
+        assert!(
+            verifier
+                .verified
+                .get(&lenient, exp + LEEWAY_SECONDS)
+                .is_some()
+        );
+        assert!(
+            verifier
+                .verified
+                .get(&lenient, exp + LEEWAY_SECONDS + 1)
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_tokens_are_never_cached() {
+        let verifier = hs256_verifier(SECRET);
+        let good = mint(SECRET, &json!({"sub": "alice", "exp": now() + 900}));
+        verifier.verify(&good).await.expect("verifies");
+        // The same claims signed with another secret, and the good token with its signature
+        // altered: refused every time, however often they come, after a success.
+        let forged = mint(
+            "another-secret-another-secret-0123",
+            &json!({"sub": "alice", "exp": now() + 900}),
+        );
+        let (message, signature) = good.rsplit_once('.').expect("three parts");
+        let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+        let altered = format!("{message}.{flipped}{}", &signature[1..]);
+        let unstorable = mint(SECRET, &json!({"sub": "a\u{0}b", "exp": now() + 900}));
+        for _ in 0..3 {
+            for bad in [&forged, &altered, &unstorable] {
+                assert!(matches!(
+                    verifier.verify(bad).await,
+                    Err(ApiError::Unauthorized { .. })
+                ));
+            }
+        }
+        assert_eq!(verifier.verified.len(), 1);
+        assert!(verifier.verify(&good).await.is_ok());
     }
 
     #[test]
