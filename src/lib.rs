@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Local tooling for the tasks API: the development server (the Lambda routes on a TCP port,
 //! calling the same handlers) and development tokens.
 

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! `tasks-api`: the local command line.
 //!
 //! - `serve`   — the API on 127.0.0.1:$PORT (default 8000), migrating the database first

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The tasks API: everything the seven Lambda functions and the local server share.
 //!
 //! Data flows one way: event → [`http::body`] (parse, bound, validate) → [`auth`] (who) →

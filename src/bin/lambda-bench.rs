@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Lambda figures for the real function binaries, through the in-process Runtime API:
 //! cold start (process spawn → first response, including the first database connection),
 //! warm invocation latency, and peak RSS.

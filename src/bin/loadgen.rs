@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Load generator for the local server: N users, one keep-alive connection and one token each,
 //! driving the mixed workload of the original plan's benchmark (~50% list, 20% create, 15% get,
 //! 10% toggle, 5% update) for a fixed time. Prints requests/s, errors and latency percentiles.

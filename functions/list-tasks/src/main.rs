@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Lambda function `list-tasks`: glue only. State is built once per cold start and reused by every
 //! warm invocation; the handler lives in `tasks_shared::handlers`.
 
