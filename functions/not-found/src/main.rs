@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Lambda function `not-found`: API Gateway's catch-all (`$default`) route. Every request no
 //! route matched lands here and gets the contract's JSON 404 `NOT_FOUND` or 405
 //! `METHOD_NOT_ALLOWED` with `Allow`, exactly as the local server answers it (API Gateway's own
