@@ -17,6 +17,7 @@ pub struct JwksServer {
     pub address: SocketAddr,
     document: Arc<Mutex<Option<String>>>,
     hits: Arc<AtomicUsize>,
+    delay: Arc<Mutex<std::time::Duration>>,
     task: JoinHandle<()>,
 }
 
@@ -35,15 +36,18 @@ impl JwksServer {
         let address = listener.local_addr().expect("address");
         let document = Arc::new(Mutex::new(document));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (doc, counter) = (document.clone(), hits.clone());
+        let delay = Arc::new(Mutex::new(std::time::Duration::ZERO));
+        let (doc, counter, pause) = (document.clone(), hits.clone(), delay.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (doc, counter) = (doc.clone(), counter.clone());
+                let (doc, counter, pause) = (doc.clone(), counter.clone(), pause.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |_request| {
                         counter.fetch_add(1, Ordering::SeqCst);
                         let body = doc.lock().expect("lock").clone();
+                        let pause = *pause.lock().expect("lock");
                         async move {
+                            tokio::time::sleep(pause).await;
                             let response = match body {
                                 Some(body) => Response::new(Full::new(Bytes::from(body))),
                                 None => {
@@ -65,6 +69,7 @@ impl JwksServer {
             address,
             document,
             hits,
+            delay,
             task,
         }
     }
@@ -75,6 +80,11 @@ impl JwksServer {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Every answer comes `delay` late (a JWKS host in another region).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *self.delay.lock().expect("lock") = delay;
     }
 
     pub fn set_document(&self, document: Option<String>) {

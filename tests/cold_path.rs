@@ -1,0 +1,61 @@
+//! A cold instance's first request needs two slow things: the JWKS (HTTPS to the frontend's
+//! host) and a database connection (TLS and SCRAM to Neon). They run concurrently, so the first
+//! response costs about the longer of the two, not their sum (issue 11).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::jwks::{JwksServer, fixture};
+use common::proxy::PgProxy;
+use common::{spawn_app_with, test_database_url};
+use http::{Method, StatusCode};
+
+const BETTER_AUTH_URL: &str = "https://app.example.com";
+const EACH: Duration = Duration::from_millis(600);
+
+#[tokio::test]
+async fn the_jwks_fetch_and_the_first_connection_overlap() {
+    common::prepare_database().await;
+    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
+    jwks.set_delay(EACH);
+    let proxy = PgProxy::start(common::pooled_upstream()).await;
+    proxy.delay_connects(EACH);
+    let url = proxy.url_for(&test_database_url());
+    let jwks_url = jwks.url();
+    let app = spawn_app_with(&[
+        ("DATABASE_URL", &url),
+        ("JWKS_URL", &jwks_url),
+        ("JWT_ISSUER", BETTER_AUTH_URL),
+        ("JWT_AUDIENCE", BETTER_AUTH_URL),
+        ("DATABASE_POOL_SIZE", "1"),
+    ])
+    .await;
+    let token = fixture("eddsa.jwt");
+    let started = Instant::now();
+    let response = app
+        .send(Method::GET, "/api/tasks", Some(&token), None)
+        .await;
+    let elapsed = started.elapsed();
+    eprintln!("cold first response, JWKS and connect {EACH:?} each: {elapsed:?}");
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!((jwks.hits(), proxy.take_counts().connections), (1, 1));
+    assert!(elapsed >= EACH);
+    assert!(
+        elapsed < EACH * 2 - Duration::from_millis(200),
+        "sequential, not concurrent: {elapsed:?}"
+    );
+
+    // A refused token does not wait for a cold instance's connection.
+    let cold = spawn_app_with(&[
+        ("DATABASE_URL", &url),
+        ("JWKS_URL", &jwks_url),
+        ("DATABASE_POOL_SIZE", "1"),
+    ])
+    .await;
+    let started = Instant::now();
+    cold.send(Method::GET, "/api/tasks", Some("garbage"), None)
+        .await
+        .assert_error(401, "UNAUTHORIZED");
+    assert!(started.elapsed() < EACH, "{:?}", started.elapsed());
+}
