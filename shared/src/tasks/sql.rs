@@ -327,22 +327,22 @@ async fn write<T>(
     })
 }
 
-/// The parameters every write shares (`$1`–`$7`, see the module docs).
-macro_rules! write_params {
-    ($id:expr, $who:expr, $key:expr, $retention:expr) => {
-        [
-            (
-                &$id as &(dyn tokio_postgres::types::ToSql + Sync),
-                Type::UUID,
-            ),
-            (&$who.user_id, Type::TEXT),
-            (&$who.email, Type::TEXT),
-            (&$key.key, Type::TEXT),
-            (&$key.request_hash, Type::BYTEA),
-            (&$key.request_id, Type::UUID),
-            (&$retention, Type::FLOAT8),
-        ]
-    };
+/// `$1`–`$7`, the parameters every write shares (see the module docs).
+fn shared_params<'a>(
+    id: &'a Uuid,
+    who: &'a Identity,
+    key: &'a RequestKey,
+    retention: &'a f64,
+) -> Vec<Param<'a>> {
+    vec![
+        (id, Type::UUID),
+        (&who.user_id, Type::TEXT),
+        (&who.email, Type::TEXT),
+        (&key.key, Type::TEXT),
+        (&key.request_hash, Type::BYTEA),
+        (&key.request_id, Type::UUID),
+        (retention, Type::FLOAT8),
+    ]
 }
 
 fn task_answer(row: &Row) -> Result<Task, tokio_postgres::Error> {
@@ -357,18 +357,11 @@ pub async fn create(
 ) -> Result<Outcome<Task>, DbError> {
     let id = Uuid::now_v7();
     let retention = key.retention_seconds();
-    let [p1, p2, p3, p4, p5, p6, p7] = write_params!(id, who, key, retention);
-    let params = [
-        p1,
-        p2,
-        p3,
-        p4,
-        p5,
-        p6,
-        p7,
+    let mut params = shared_params(&id, who, key, &retention);
+    params.extend::<[Param; 2]>([
         (&input.title, Type::VARCHAR),
         (&input.description, Type::TEXT),
-    ];
+    ]);
     write(db, CREATE, &params, task_answer).await
 }
 
@@ -418,20 +411,13 @@ pub async fn update(
     input: &TaskInput,
 ) -> Result<Outcome<Task>, DbError> {
     let retention = target.key.retention_seconds();
-    let [p1, p2, p3, p4, p5, p6, p7] = write_params!(target.id, target.who, target.key, retention);
-    let params = [
-        p1,
-        p2,
-        p3,
-        p4,
-        p5,
-        p6,
-        p7,
+    let mut params = shared_params(&target.id, target.who, target.key, &retention);
+    params.extend::<[Param; 4]>([
         (&target.if_match, Type::TIMESTAMPTZ_ARRAY),
         (&input.title, Type::VARCHAR),
         (&input.description, Type::TEXT),
         (&input.is_completed, Type::BOOL),
-    ];
+    ]);
     write(db, UPDATE, &params, task_answer).await
 }
 
@@ -451,17 +437,8 @@ async fn by_id<T>(
     answer: impl Fn(&Row) -> Result<T, tokio_postgres::Error>,
 ) -> Result<Outcome<T>, DbError> {
     let retention = target.key.retention_seconds();
-    let [p1, p2, p3, p4, p5, p6, p7] = write_params!(target.id, target.who, target.key, retention);
-    let params = [
-        p1,
-        p2,
-        p3,
-        p4,
-        p5,
-        p6,
-        p7,
-        (&target.if_match, Type::TIMESTAMPTZ_ARRAY),
-    ];
+    let mut params = shared_params(&target.id, target.who, target.key, &retention);
+    params.push((&target.if_match, Type::TIMESTAMPTZ_ARRAY));
     write(db, sql, &params, answer).await
 }
 
