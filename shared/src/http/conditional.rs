@@ -73,8 +73,9 @@ impl Condition {
     }
 }
 
-/// `*`, or a comma-separated list of entity tags across all lines of the header (empty list
-/// elements are allowed, RFC 9110 §5.6.1); anything else is 400 naming the header.
+/// `*` alone, or a comma-separated list of entity tags across all lines of the header (empty
+/// list elements are allowed, RFC 9110 §5.6.1; a comma inside the quotes belongs to the tag);
+/// anything else is 400 naming the header.
 fn parse(
     headers: &HeaderMap,
     name: HeaderName,
@@ -91,41 +92,62 @@ fn parse(
         )
     };
     let mut tags = Vec::new();
-    let mut any = false;
+    let mut stars = 0;
     for line in lines {
         // Bytes, not text: an entity tag may carry obs-text (0x80–0xFF, RFC 9110 §8.8.3).
-        for element in line.as_bytes().split(|b| *b == b',') {
-            let element = element.trim_ascii();
-            if element.is_empty() {
-                continue;
+        let mut rest = line.as_bytes();
+        loop {
+            rest = rest.trim_ascii_start();
+            match rest {
+                [] => break,
+                [b',', tail @ ..] => {
+                    rest = tail;
+                    continue;
+                }
+                [b'*', tail @ ..] => {
+                    stars += 1;
+                    rest = tail;
+                }
+                _ => {
+                    let (tag, tail) = entity_tag(rest).ok_or_else(invalid)?;
+                    tags.push(tag);
+                    rest = tail;
+                }
             }
-            if element == b"*" {
-                any = true;
-                continue;
+            // After an element: the end, or a comma.
+            rest = rest.trim_ascii_start();
+            if !(rest.is_empty() || rest.starts_with(b",")) {
+                return Err(invalid());
             }
-            let (weak, quoted) = match element.strip_prefix(b"W/") {
-                Some(rest) => (true, rest),
-                None => (false, element),
-            };
-            let etagc = |b: &u8| *b == 0x21 || (0x23..=0x7e).contains(b) || *b >= 0x80;
-            let opaque = quoted
-                .strip_prefix(b"\"")
-                .and_then(|rest| rest.strip_suffix(b"\""))
-                .filter(|opaque| opaque.iter().all(etagc))
-                .ok_or_else(invalid)?;
-            tags.push(EntityTag {
-                weak,
-                // Ours are ASCII; a tag that is not UTF-8 simply never matches one of them.
-                opaque: String::from_utf8_lossy(opaque).into_owned(),
-            });
         }
     }
-    match (any, tags.is_empty()) {
-        (true, true) => Ok(Some(Condition::Any)),
-        (false, false) => Ok(Some(Condition::Tags(tags))),
-        // `*` mixed with tags, or nothing at all.
+    match (stars, tags.is_empty()) {
+        (1, true) => Ok(Some(Condition::Any)),
+        (0, false) => Ok(Some(Condition::Tags(tags))),
+        // `*` more than once or mixed with tags, or nothing at all.
         _ => Err(invalid()),
     }
+}
+
+/// One `[W/]"…"` at the start of `input`, and what follows it.
+fn entity_tag(input: &[u8]) -> Option<(EntityTag, &[u8])> {
+    let (weak, quoted) = match input.strip_prefix(b"W/") {
+        Some(rest) => (true, rest),
+        None => (false, input),
+    };
+    let body = quoted.strip_prefix(b"\"")?;
+    let end = body.iter().position(|b| *b == b'"')?;
+    let opaque = &body[..end];
+    let etagc = |b: &u8| *b == 0x21 || (0x23..=0x7e).contains(b) || *b >= 0x80;
+    if !opaque.iter().all(etagc) {
+        return None;
+    }
+    let tag = EntityTag {
+        weak,
+        // Ours are ASCII; a tag that is not UTF-8 simply never matches one of them.
+        opaque: String::from_utf8_lossy(opaque).into_owned(),
+    };
+    Some((tag, &body[end + 1..]))
 }
 
 #[cfg(test)]
@@ -166,6 +188,11 @@ mod tests {
             if_match_of(&[r#""""#]).unwrap(),
             Some(Condition::Tags(vec![tag(false, "")]))
         );
+        assert_eq!(
+            if_match_of(&[r#"",l!6oHuL", W/"a,b""#]).unwrap(),
+            Some(Condition::Tags(vec![tag(false, ",l!6oHuL"), tag(true, "a,b")])),
+            "a comma inside the quotes belongs to the tag"
+        );
     }
 
     #[test]
@@ -177,6 +204,7 @@ mod tests {
             r#""a" "b""#,
             r#""in"side""#,
             r#"*, "a""#,
+            "*, *",
             "",
             " , ",
         ] {
