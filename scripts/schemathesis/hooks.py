@@ -1,6 +1,6 @@
 """Schemathesis hooks for scripts/schemathesis.sh (loaded through SCHEMATHESIS_HOOKS).
 
-Three things live here; everything else the tester knows comes from openapi.yaml.
+Tester-side helpers live here; everything else the tester knows comes from openapi.yaml.
 """
 
 import base64
@@ -41,26 +41,7 @@ schemathesis.openapi.format(
     ),
 )
 
-# SERVER BUG (reported, not fixed here): RFC 9110 etagc includes "," (0x2C), so `","` and
-# `W/"a,b"` are entity tags and `If-Match`/`If-None-Match` lists holding them are well formed,
-# as openapi.yaml says; shared/src/http/conditional.rs splits the header on every comma before
-# it looks for quotes and answers 400 VALIDATION_ERROR. No ETag the server issues contains a
-# comma, so only a generated tag can hit this. Until it is fixed, commas inside quoted tags are
-# dropped from generated values: the value stays exactly as valid or invalid as it was under the
-# document's grammar, and every other part of the header is still tested.
-_QUOTED = re.compile(r'"[^"]*"')
 _CONDITIONAL_HEADERS = ("If-Match", "If-None-Match")
-
-
-@schemathesis.hook
-def map_headers(context, headers):
-    if not headers:
-        return headers
-    for name in _CONDITIONAL_HEADERS:
-        value = headers.get(name)
-        if isinstance(value, str) and "," in value:
-            headers[name] = _QUOTED.sub(lambda m: m.group(0).replace(",", ""), value)
-    return headers
 
 
 # TESTER WORKAROUND (schemathesis 4.32.5, coverage phase): for a header whose pattern needs
