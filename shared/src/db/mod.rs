@@ -95,10 +95,75 @@ pub enum DbError {
     /// The database rejected the statement: a bug, 500.
     #[error("statement failed: {0}")]
     Statement(tokio_postgres::Error),
+    /// The database refused a value (a data exception, or a constraint other than a key
+    /// conflict): a validation rule is missing, 500. Names the parameter and never the value
+    /// (PostgreSQL's message and detail may quote it, so they are not kept).
+    #[error(
+        "the database rejected the input (SQLSTATE {sqlstate}): {}",
+        field.map_or_else(|| describe_position(*parameter, constraint.as_deref()), |f| format!("field {f}"))
+    )]
+    Rejected {
+        sqlstate: String,
+        /// 1-based, when PostgreSQL said which parameter.
+        parameter: Option<usize>,
+        constraint: Option<String>,
+        /// The parameter's name, once the statement's author supplied the names.
+        field: Option<&'static str>,
+    },
     #[error("unexpected row shape: {0}")]
     Decode(tokio_postgres::Error),
     #[error("write statement answered {0:?}")]
     UnexpectedOutcome(String),
+}
+
+fn describe_position(parameter: Option<usize>, constraint: Option<&str>) -> String {
+    match (parameter, constraint) {
+        (Some(n), _) => format!("parameter ${n}"),
+        (None, Some(constraint)) => format!("constraint {constraint}"),
+        (None, None) => "no parameter named".to_owned(),
+    }
+}
+
+impl DbError {
+    /// Names the parameter a [`DbError::Rejected`] refers to: `names[i]` is `$(i+1)`.
+    pub fn naming(self, names: &[&'static str]) -> Self {
+        match self {
+            Self::Rejected {
+                sqlstate,
+                parameter,
+                constraint,
+                field: None,
+            } => Self::Rejected {
+                field: parameter.and_then(|n| names.get(n.checked_sub(1)?).copied()),
+                sqlstate,
+                parameter,
+                constraint,
+            },
+            other => other,
+        }
+    }
+
+    /// A data exception (class 22) or a constraint (class 23, key conflicts aside) refused one
+    /// of the statement's values.
+    fn rejected(error: &tokio_postgres::Error) -> Option<Self> {
+        let db = error.as_db_error()?;
+        let sqlstate = db.code().code();
+        if !(sqlstate.starts_with("22") || sqlstate.starts_with("23")) {
+            return None;
+        }
+        // "unnamed portal parameter $4 = '…'": only the number is kept.
+        let parameter = db.where_().and_then(|context| {
+            let (_, after) = context.split_once("parameter $")?;
+            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        });
+        Some(Self::Rejected {
+            sqlstate: sqlstate.to_owned(),
+            parameter,
+            constraint: db.constraint().map(str::to_owned),
+            field: None,
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -246,6 +311,9 @@ impl Database {
                     }
                     if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
                         return Err(DbError::Conflict);
+                    }
+                    if let Some(rejected) = DbError::rejected(&error) {
+                        return Err(rejected);
                     }
                     if !connection_is_broken(&error) {
                         return Err(DbError::Statement(error));

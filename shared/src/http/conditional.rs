@@ -190,7 +190,10 @@ mod tests {
         );
         assert_eq!(
             if_match_of(&[r#"",l!6oHuL", W/"a,b""#]).unwrap(),
-            Some(Condition::Tags(vec![tag(false, ",l!6oHuL"), tag(true, "a,b")])),
+            Some(Condition::Tags(vec![
+                tag(false, ",l!6oHuL"),
+                tag(true, "a,b")
+            ])),
             "a comma inside the quotes belongs to the tag"
         );
     }

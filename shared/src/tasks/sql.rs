@@ -259,6 +259,45 @@ task AS (
     outcome_of_precondition!()
 );
 
+/// The parameters' names, `$1` first, for the log when the database refuses one (a validation
+/// rule is missing then: see `DbError::Rejected`).
+const CREATE_PARAMS: &[&str] = &[
+    "task id",
+    "sub",
+    "email",
+    "Idempotency-Key",
+    "request hash",
+    "request id",
+    "retention",
+    "title",
+    "description",
+];
+const UPDATE_PARAMS: &[&str] = &[
+    "task id",
+    "sub",
+    "email",
+    "Idempotency-Key",
+    "request hash",
+    "request id",
+    "retention",
+    "If-Match",
+    "title",
+    "description",
+    "is_completed",
+];
+const BY_ID_PARAMS: &[&str] = &[
+    "task id",
+    "sub",
+    "email",
+    "Idempotency-Key",
+    "request hash",
+    "request id",
+    "retention",
+    "If-Match",
+];
+const GET_PARAMS: &[&str] = &["task id", "sub"];
+const LIST_PARAMS: &[&str] = &["sub", "status", "cursor", "cursor", "limit"];
+
 /// Health probe: a statement that needs a live connection and nothing else.
 const PING: &str = "SELECT 1";
 
@@ -303,14 +342,15 @@ fn one_task(rows: Vec<Row>) -> Result<Option<Task>, DbError> {
 /// still in the way, the conflict is the caller's answer (409).
 async fn write<T>(
     db: &Database,
-    sql: &str,
+    (sql, names): (&str, &[&'static str]),
     params: &[Param<'_>],
     answer: impl Fn(&Row) -> Result<T, tokio_postgres::Error>,
 ) -> Result<Outcome<T>, DbError> {
     let rows = match db.query(sql, params).await {
-        Err(DbError::Conflict) => db.query(sql, params).await?,
-        other => other?,
-    };
+        Err(DbError::Conflict) => db.query(sql, params).await,
+        other => other,
+    }
+    .map_err(|error| error.naming(names))?;
     let Some(row) = rows.first() else {
         return Ok(Outcome::NotFound);
     };
@@ -362,13 +402,14 @@ pub async fn create(
         (&input.title, Type::VARCHAR),
         (&input.description, Type::TEXT),
     ]);
-    write(db, CREATE, &params, task_answer).await
+    write(db, (CREATE, CREATE_PARAMS), &params, task_answer).await
 }
 
 pub async fn get(db: &Database, who: &Identity, id: Uuid) -> Result<Option<Task>, DbError> {
     let rows = db
         .query(GET, &[(&id, Type::UUID), (&who.user_id, Type::TEXT)])
-        .await?;
+        .await
+        .map_err(|error| error.naming(GET_PARAMS))?;
     one_task(rows)
 }
 
@@ -389,7 +430,8 @@ pub async fn list(db: &Database, who: &Identity, query: &ListQuery) -> Result<Ve
                 (&fetch, Type::INT8),
             ],
         )
-        .await?;
+        .await
+        .map_err(|error| error.naming(LIST_PARAMS))?;
     rows.iter()
         .map(|row| task_from_row(row, 0))
         .collect::<Result<_, _>>()
@@ -418,7 +460,7 @@ pub async fn update(
         (&input.description, Type::TEXT),
         (&input.is_completed, Type::BOOL),
     ]);
-    write(db, UPDATE, &params, task_answer).await
+    write(db, (UPDATE, UPDATE_PARAMS), &params, task_answer).await
 }
 
 pub async fn toggle(db: &Database, target: &ById<'_>) -> Result<Outcome<Task>, DbError> {
@@ -439,7 +481,7 @@ async fn by_id<T>(
     let retention = target.key.retention_seconds();
     let mut params = shared_params(&target.id, target.who, target.key, &retention);
     params.push((&target.if_match, Type::TIMESTAMPTZ_ARRAY));
-    write(db, sql, &params, answer).await
+    write(db, (sql, BY_ID_PARAMS), &params, answer).await
 }
 
 pub async fn ping(db: &Database) -> Result<(), DbError> {
