@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# A/B load comparison (BENCHMARKS.md "Exactly-once writes: load"): two builds of the local
+# server, the same load generator, runs alternated so machine noise hits both alike.
+#   scripts/bench-compare.sh BEFORE_BIN AFTER_BIN      # ROUNDS=3 SECS=20 USERS=100 POOL=16
+# Build a "before" binary from another commit with, e.g.:
+#   git worktree add --detach /tmp/before <commit> && \
+#   (cd /tmp/before && CARGO_TARGET_DIR=/tmp/before-target cargo build --release --bin tasks-api)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+before=$1 after=$2
+rounds=${ROUNDS:-3} secs=${SECS:-20} users=${USERS:-100} pool=${POOL:-16}
+target=${CARGO_TARGET_DIR:-target}
+cargo build --release --quiet --bin loadgen
+run() {
+  local label=$1 bin=$2 port=$3
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS tasks_compare" >/dev/null 2>&1
+  local secret
+  secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  DATABASE_URL="postgres://postgres@127.0.0.1:5432/tasks_compare" JWT_SECRET="$secret" \
+    PORT="$port" DATABASE_POOL_SIZE="$pool" RUST_LOG=error "$bin" serve >/dev/null 2>&1 &
+  local server=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+  echo "== $label"
+  "$target/release/loadgen" --url "http://127.0.0.1:$port" --users "$users" --seconds "$secs" \
+    --secret "$secret" | grep -E "requests/s|latency ms"
+  kill "$server"; wait "$server" 2>/dev/null || true
+}
+echo "machine: $(nproc) cores; $users users, ${secs}s per run, $rounds rounds"
+for _ in $(seq 1 "$rounds"); do
+  run before "$before" 8081
+  run after "$after" 8082
+done
