@@ -13,6 +13,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::State;
+use crate::auth::Identity;
 use crate::db::DbError;
 use crate::http::conditional::{self, Condition};
 use crate::http::routes::Matched;
@@ -186,26 +187,14 @@ async fn handle(
         }
         Function::UpdateTask => {
             let input = task_input(request, BodyKind::Replace)?;
-            let (target_key, if_match, id) = by_id_checks(request, function, task_id)?;
-            let target = sql::ById {
-                who: &who,
-                id,
-                key: &target_key,
-                if_match,
-            };
+            let target = by_id(&who, request, function, task_id)?;
             let outcome = sql::update(db, &target, &input).await?;
             answer(outcome, |task| {
                 envelope(StatusCode::OK, task, "Task updated successfully")
             })
         }
         Function::DeleteTask => {
-            let (key, if_match, id) = by_id_checks(request, function, task_id)?;
-            let target = sql::ById {
-                who: &who,
-                id,
-                key: &key,
-                if_match,
-            };
+            let target = by_id(&who, request, function, task_id)?;
             answer(sql::delete(db, &target).await?, |()| {
                 let mut response = Response::new(Body::Empty);
                 *response.status_mut() = StatusCode::NO_CONTENT;
@@ -213,13 +202,7 @@ async fn handle(
             })
         }
         Function::ToggleTask => {
-            let (key, if_match, id) = by_id_checks(request, function, task_id)?;
-            let target = sql::ById {
-                who: &who,
-                id,
-                key: &key,
-                if_match,
-            };
+            let target = by_id(&who, request, function, task_id)?;
             answer(sql::toggle(db, &target).await?, |task| {
                 let message = if task.is_completed {
                     "Task marked as complete"
@@ -232,19 +215,25 @@ async fn handle(
     }
 }
 
-/// The checks a write by id makes before the database, in the contract's order: the request's
-/// headers (400) before the task id (a malformed one is 404, like a missing task).
-fn by_id_checks(
+/// A write by id, after the checks it makes before the database, in the contract's order: the
+/// request's headers (400) before the task id (a malformed one is 404, like a missing task).
+fn by_id<'a>(
+    who: &'a Identity,
     request: &Request,
     function: Function,
     task_id: Option<&str>,
-) -> Result<(RequestKey, Option<Vec<time::OffsetDateTime>>, Uuid), ApiError> {
+) -> Result<sql::ById<'a>, ApiError> {
     let headers = request.headers();
     let if_match = conditional::if_match(headers)?;
     let parsed_id = task_id.and_then(parse_task_id);
     let key = RequestKey::for_request(headers, function, parsed_id, request.body().as_ref())?;
     let id = parsed_id.ok_or(ApiError::TaskNotFound)?;
-    Ok((key, if_match.and_then(|c| c.timestamps()), id))
+    Ok(sql::ById {
+        who,
+        id,
+        key,
+        if_match: if_match.and_then(|c| c.timestamps()),
+    })
 }
 
 /// A write's outcome as a response: `respond` builds the success (also for a replay, which adds

@@ -259,9 +259,9 @@ task AS (
     outcome_of_precondition!()
 );
 
-/// The parameters' names, `$1` first, for the log when the database refuses one (a validation
+/// The parameters' names, `$1` first (a write's own after the shared `WRITE_PARAMS`), for the log when the database refuses one (a validation
 /// rule is missing then: see `DbError::Rejected`).
-const CREATE_PARAMS: &[&str] = &[
+const WRITE_PARAMS: &[&str] = &[
     "task id",
     "sub",
     "email",
@@ -269,32 +269,10 @@ const CREATE_PARAMS: &[&str] = &[
     "request hash",
     "request id",
     "retention",
-    "title",
-    "description",
 ];
-const UPDATE_PARAMS: &[&str] = &[
-    "task id",
-    "sub",
-    "email",
-    "Idempotency-Key",
-    "request hash",
-    "request id",
-    "retention",
-    "If-Match",
-    "title",
-    "description",
-    "is_completed",
-];
-const BY_ID_PARAMS: &[&str] = &[
-    "task id",
-    "sub",
-    "email",
-    "Idempotency-Key",
-    "request hash",
-    "request id",
-    "retention",
-    "If-Match",
-];
+const CREATE_PARAMS: &[&str] = &["title", "description"];
+const UPDATE_PARAMS: &[&str] = &["If-Match", "title", "description", "is_completed"];
+const BY_ID_PARAMS: &[&str] = &["If-Match"];
 const GET_PARAMS: &[&str] = &["task id", "sub"];
 const LIST_PARAMS: &[&str] = &["sub", "status", "cursor", "cursor", "limit"];
 
@@ -342,7 +320,7 @@ fn one_task(rows: Vec<Row>) -> Result<Option<Task>, DbError> {
 /// still in the way, the conflict is the caller's answer (409).
 async fn write<T>(
     db: &Database,
-    (sql, names): (&str, &[&'static str]),
+    (sql, own_names): (&str, &[&'static str]),
     params: &[Param<'_>],
     answer: impl Fn(&Row) -> Result<T, tokio_postgres::Error>,
 ) -> Result<Outcome<T>, DbError> {
@@ -350,7 +328,7 @@ async fn write<T>(
         Err(DbError::Conflict) => db.query(sql, params).await,
         other => other,
     }
-    .map_err(|error| error.naming(names))?;
+    .map_err(|error| error.naming(&[WRITE_PARAMS, own_names].concat()))?;
     let Some(row) = rows.first() else {
         return Ok(Outcome::NotFound);
     };
@@ -443,7 +421,7 @@ pub async fn list(db: &Database, who: &Identity, query: &ListQuery) -> Result<Ve
 pub struct ById<'a> {
     pub who: &'a Identity,
     pub id: Uuid,
-    pub key: &'a RequestKey,
+    pub key: RequestKey,
     pub if_match: Option<Vec<OffsetDateTime>>,
 }
 
@@ -453,7 +431,7 @@ pub async fn update(
     input: &TaskInput,
 ) -> Result<Outcome<Task>, DbError> {
     let retention = target.key.retention_seconds();
-    let mut params = shared_params(&target.id, target.who, target.key, &retention);
+    let mut params = shared_params(&target.id, target.who, &target.key, &retention);
     params.extend::<[Param; 4]>([
         (&target.if_match, Type::TIMESTAMPTZ_ARRAY),
         (&input.title, Type::VARCHAR),
@@ -479,7 +457,7 @@ async fn by_id<T>(
     answer: impl Fn(&Row) -> Result<T, tokio_postgres::Error>,
 ) -> Result<Outcome<T>, DbError> {
     let retention = target.key.retention_seconds();
-    let mut params = shared_params(&target.id, target.who, target.key, &retention);
+    let mut params = shared_params(&target.id, target.who, &target.key, &retention);
     params.push((&target.if_match, Type::TIMESTAMPTZ_ARRAY));
     write(db, (sql, BY_ID_PARAMS), &params, answer).await
 }
