@@ -10,7 +10,10 @@
 //!
 //! # Writes: request key, precondition and outcome in the same statement
 //!
-//! Every write is wrapped the same way (see [`crate::idempotency`] for why):
+//! The four writes are PL/pgSQL functions (`migrations/V5__write_functions.sql`), each one
+//! statement run by one short call: PostgreSQL keeps their plans per server connection instead
+//! of parsing and planning a long statement on every request. Every write is wrapped the same
+//! way (see [`crate::idempotency`] for why):
 //!
 //! - `prior` reads the request key's record; if there is one, nothing is written and the record
 //!   is the answer (`written` when this very request made it — a resend —, `replayed` for the
@@ -44,125 +47,10 @@ macro_rules! task_columns {
     };
 }
 
-/// For writes other than create: refresh the author's stored email (`$3`) only if the `task`
-/// CTE changed a row, so a 404 leaves `users` untouched.
-macro_rules! refresh_author_email {
-    () => {
-        "author AS (
-    UPDATE users SET email = $3
-    WHERE id = $2 AND $3 IS NOT NULL AND email IS DISTINCT FROM $3 AND EXISTS (SELECT 1 FROM task)
-)"
-    };
-}
-
-/// `updated_at` strictly increases on every write, even within one clock tick.
-macro_rules! next_updated_at {
-    () => {
-        "updated_at = GREATEST(now(), updated_at + interval '1 microsecond')"
-    };
-}
-
-/// The request key's record, if this user already used the key.
-macro_rules! prior {
-    () => {
-        "prior AS (
-    SELECT request_id, request_hash, task_id, title, description, is_completed, created_at, updated_at
-    FROM idempotency_keys WHERE user_id = $2 AND key = $4
-)"
-    };
-}
-
-/// The user's task, locked, unless the key was already used; `$8` is not checked here, so that
-/// a failed precondition can still report the current ETag.
-macro_rules! current {
-    () => {
-        "current AS (
-    SELECT id AS locked_id, updated_at AS locked_at FROM tasks
-    WHERE id = $1 AND user_id = $2 AND NOT EXISTS (SELECT 1 FROM prior)
-    FOR UPDATE
-)"
-    };
-}
-
-/// The `If-Match` condition on the locked task.
-macro_rules! precondition {
-    () => {
-        "id = locked_id AND ($8::timestamptz[] IS NULL OR locked_at = ANY ($8))"
-    };
-}
-
-/// Records the key with the task as the write answered it (every write's `task` CTE returns
-/// the task columns), and purges a few expired keys (oldest first; SKIP LOCKED so concurrent
-/// writes never wait for each other here). Purging up to four per write outpaces the one key
-/// each write adds.
-macro_rules! record_and_purge {
-    () => {
-        "recorded AS (
-    INSERT INTO idempotency_keys (user_id, key, request_hash, request_id, expires_at,
-        task_id, title, description, is_completed, created_at, updated_at)
-    SELECT $2, $4, $5, $6, now() + $7 * interval '1 second',
-        id, title, description, is_completed, created_at, updated_at
-    FROM task
-),
-purged AS (
-    DELETE FROM idempotency_keys expired
-    USING (SELECT user_id, key FROM idempotency_keys WHERE expires_at < now()
-           ORDER BY expires_at LIMIT 4 FOR UPDATE SKIP LOCKED) batch
-    WHERE expired.user_id = batch.user_id AND expired.key = batch.key
-)"
-    };
-}
-
-/// The answer: the written task, or the key's record.
-macro_rules! outcome {
-    () => {
-        "
-SELECT 'written' AS outcome, "
-    };
-}
-
-macro_rules! outcome_of_prior {
-    () => {
-        " FROM task
-UNION ALL
-SELECT CASE WHEN request_id = $6 THEN 'written' WHEN request_hash = $5 THEN 'replayed'
-            ELSE 'key_reused' END,
-       task_id, $2, title, description, is_completed, created_at, updated_at
-FROM prior"
-    };
-}
-
-/// For writes by id: the task exists but `If-Match` did not match; its current ETag.
-macro_rules! outcome_of_precondition {
-    () => {
-        "
-UNION ALL
-SELECT 'precondition_failed', locked_id, $2, NULL, NULL, NULL, NULL, locked_at
-FROM current WHERE NOT EXISTS (SELECT 1 FROM task)"
-    };
-}
-
-const CREATE: &str = concat!(
-    "WITH ",
-    prior!(),
-    ",
-author AS (
-    INSERT INTO users (id, email) SELECT $2, $3 WHERE NOT EXISTS (SELECT 1 FROM prior)
-    ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email
-        WHERE EXCLUDED.email IS NOT NULL AND users.email IS DISTINCT FROM EXCLUDED.email
-),
-task AS (
-    INSERT INTO tasks (id, user_id, title, description)
-    SELECT $1, $2, $8, $9 WHERE NOT EXISTS (SELECT 1 FROM prior)
-    RETURNING ",
-    task_columns!(),
-    "
-), ",
-    record_and_purge!(),
-    outcome!(),
-    task_columns!(),
-    outcome_of_prior!()
-);
+const CREATE: &str = "SELECT * FROM tasks_create_v1($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const UPDATE: &str = "SELECT * FROM tasks_update_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+const TOGGLE: &str = "SELECT * FROM tasks_toggle_v1($1, $2, $3, $4, $5, $6, $7, $8)";
+const DELETE: &str = "SELECT * FROM tasks_delete_v1($1, $2, $3, $4, $5, $6, $7, $8)";
 
 const GET: &str = concat!(
     "SELECT ",
@@ -180,83 +68,6 @@ WHERE user_id = $1
   AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
 ORDER BY created_at DESC, id DESC
 LIMIT $5"
-);
-
-const UPDATE: &str = concat!(
-    "WITH ",
-    prior!(),
-    ", ",
-    current!(),
-    ",
-task AS (
-    UPDATE tasks SET title = $9, description = $10, is_completed = COALESCE($11, is_completed), ",
-    next_updated_at!(),
-    "
-    FROM current WHERE ",
-    precondition!(),
-    "
-    RETURNING ",
-    task_columns!(),
-    "
-), ",
-    refresh_author_email!(),
-    ", ",
-    record_and_purge!(),
-    outcome!(),
-    task_columns!(),
-    outcome_of_prior!(),
-    outcome_of_precondition!()
-);
-
-/// Row locking makes concurrent toggles serialize: each flips the value the previous one wrote.
-const TOGGLE: &str = concat!(
-    "WITH ",
-    prior!(),
-    ", ",
-    current!(),
-    ",
-task AS (
-    UPDATE tasks SET is_completed = NOT is_completed, ",
-    next_updated_at!(),
-    "
-    FROM current WHERE ",
-    precondition!(),
-    "
-    RETURNING ",
-    task_columns!(),
-    "
-), ",
-    refresh_author_email!(),
-    ", ",
-    record_and_purge!(),
-    outcome!(),
-    task_columns!(),
-    outcome_of_prior!(),
-    outcome_of_precondition!()
-);
-
-/// A delete records only the task id: its answer (204) has no body.
-const DELETE: &str = concat!(
-    "WITH ",
-    prior!(),
-    ", ",
-    current!(),
-    ",
-task AS (
-    DELETE FROM tasks USING current WHERE ",
-    precondition!(),
-    "
-    RETURNING id, user_id, NULL::varchar AS title, NULL::text AS description,
-        NULL::boolean AS is_completed, NULL::timestamptz AS created_at,
-        NULL::timestamptz AS updated_at
-), ",
-    refresh_author_email!(),
-    ", ",
-    record_and_purge!(),
-    outcome!(),
-    task_columns!(),
-    outcome_of_prior!(),
-    outcome_of_precondition!()
 );
 
 /// The parameters' names, `$1` first (a write's own after the shared `WRITE_PARAMS`), for the log when the database refuses one (a validation
