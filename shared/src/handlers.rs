@@ -335,7 +335,10 @@ struct HealthBody {
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
         match error {
-            DbError::Unavailable(cause) => ApiError::Unavailable(cause),
+            DbError::Unavailable(cause) => ApiError::Unavailable {
+                dependency: telemetry::Dependency::Database,
+                cause,
+            },
             // A concurrent copy of the write still held its key after a second run.
             DbError::Conflict => ApiError::KeyInUse,
             other => ApiError::Internal(other.to_string()),

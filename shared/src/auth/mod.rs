@@ -33,6 +33,7 @@ pub use ring_crypto::install as install_crypto;
 use crate::config::AuthSettings;
 use crate::http::ApiError;
 use crate::http::error::MISSING_TOKEN;
+use crate::telemetry::Dependency;
 
 /// Longest accepted bearer credential (CONTRACT: 8 KiB).
 pub const MAX_TOKEN_BYTES: usize = 8192;
@@ -128,9 +129,10 @@ impl Verifier {
                 let kid = header.kid.as_deref().ok_or(refuse("token has no kid"))?;
                 jwks_key = jwks.key(kid).await.map_err(|e| match e {
                     JwksError::UnknownKid => refuse("unknown signing key"),
-                    JwksError::Unavailable(cause) => {
-                        ApiError::Unavailable(format!("JWKS unavailable: {cause}"))
-                    }
+                    JwksError::Unavailable(cause) => ApiError::Unavailable {
+                        dependency: Dependency::Jwks,
+                        cause: format!("JWKS unavailable: {cause}"),
+                    },
                 })?;
                 if jwks_key.algorithm != alg {
                     return Err(refuse("algorithm does not match the key"));

@@ -45,8 +45,11 @@ pub enum ApiError {
     #[error("precondition failed")]
     PreconditionFailed { etag: String },
     /// A dependency (the database or the JWKS endpoint) did not answer in time.
-    #[error("service unavailable: {0}")]
-    Unavailable(String),
+    #[error("service unavailable: {cause}")]
+    Unavailable {
+        dependency: crate::telemetry::Dependency,
+        cause: String,
+    },
     /// A bug or an unexpected failure: logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -80,11 +83,7 @@ impl ApiError {
     /// For a 503: what it waited for (the request log's metrics count them apart).
     pub fn unavailable_dependency(&self) -> Option<crate::telemetry::Dependency> {
         match self {
-            // auth::Verifier names the JWKS in its cause; everything else is the database.
-            Self::Unavailable(cause) if cause.starts_with("JWKS") => {
-                Some(crate::telemetry::Dependency::Jwks)
-            }
-            Self::Unavailable(_) => Some(crate::telemetry::Dependency::Database),
+            Self::Unavailable { dependency, .. } => Some(*dependency),
             _ => None,
         }
     }
@@ -100,7 +99,7 @@ impl ApiError {
             Self::KeyInUse => StatusCode::CONFLICT,
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,7 +116,7 @@ impl ApiError {
             Self::KeyInUse => "IDEMPOTENCY_KEY_IN_USE",
             Self::KeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::PreconditionFailed { .. } => "PRECONDITION_FAILED",
-            Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::Unavailable { .. } => "SERVICE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -142,7 +141,7 @@ impl ApiError {
             Self::PreconditionFailed { .. } => {
                 "The task has changed since the given ETag (If-Match)".to_owned()
             }
-            Self::Unavailable(_) => {
+            Self::Unavailable { .. } => {
                 "Service temporarily unavailable, please retry shortly".to_owned()
             }
             Self::Internal(_) => "An internal error occurred".to_owned(),
@@ -171,7 +170,9 @@ impl ApiError {
     pub fn into_response(self) -> Response<Body> {
         match &self {
             Self::Internal(cause) => tracing::error!(%cause, "internal error"),
-            Self::Unavailable(cause) => tracing::warn!(%cause, "dependency unavailable"),
+            Self::Unavailable { dependency, cause } => {
+                tracing::warn!(?dependency, %cause, "dependency unavailable")
+            }
             Self::Unauthorized { reason } => tracing::info!(reason, "request refused"),
             _ => {}
         }
@@ -205,7 +206,7 @@ impl ApiError {
                     headers.insert(header::ALLOW, value);
                 }
             }
-            Self::Unavailable(_) | Self::KeyInUse => {
+            Self::Unavailable { .. } | Self::KeyInUse => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
             Self::PreconditionFailed { etag } => {
