@@ -21,9 +21,27 @@ run() {
   local server=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
   echo "== $label"
-  "$target/release/loadgen" --url "http://127.0.0.1:$port" --users "$users" --seconds "$secs" \
-    --secret "$secret" | grep -E "requests/s|latency ms"
+  local report
+  report=$("$target/release/loadgen" --url "http://127.0.0.1:$port" --users "$users" \
+    --seconds "$secs" --secret "$secret")
+  grep -E "requests/s|latency ms" <<<"$report"
+  # Where the time went: CPU per request of the server and of its PostgreSQL backends (the
+  # pool's connections live for the whole run), seeding included alike for both builds.
+  local requests backends
+  requests=$(grep -oE "requests: [0-9]+" <<<"$report" | grep -oE "[0-9]+")
+  backends=$(psql -h 127.0.0.1 -U postgres -d postgres -Atc \
+    "SELECT pid FROM pg_stat_activity WHERE datname = 'tasks_compare'")
+  echo "cpu ms/request: server $(cpu_ms "$requests" "$server")  postgres $(cpu_ms "$requests" $backends)"
   kill "$server"; wait "$server" 2>/dev/null || true
+}
+# Sum of user + system CPU of the given processes, in ms per request.
+cpu_ms() {
+  local requests=$1 ticks=0; shift
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] || continue
+    ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  awk -v t="$ticks" -v r="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t * 1000 / hz / r }'
 }
 echo "machine: $(nproc) cores; $users users, ${secs}s per run, $rounds rounds"
 for _ in $(seq 1 "$rounds"); do

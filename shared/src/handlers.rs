@@ -150,17 +150,18 @@ async fn handle(
             } else {
                 None
             };
-            let page = json_response(
-                StatusCode::OK,
-                &TaskPage {
-                    count: tasks.len(),
-                    data: tasks,
-                    next_cursor,
-                    message: "Tasks retrieved successfully",
-                },
-            );
-            let etag = conditional::body_etag(page.body().as_ref());
-            Ok(unless_none_match(page, etag, if_none_match.as_ref()))
+            let etag = conditional::page_etag(&tasks, next_cursor.as_deref());
+            Ok(unless_none_match(etag, if_none_match.as_ref(), || {
+                json_response(
+                    StatusCode::OK,
+                    &TaskPage {
+                        count: tasks.len(),
+                        data: tasks,
+                        next_cursor,
+                        message: "Tasks retrieved successfully",
+                    },
+                )
+            }))
         }
         Function::CreateTask => {
             let input = task_input(request, BodyKind::Create)?;
@@ -181,9 +182,10 @@ async fn handle(
             let task = sql::get(db, &who, id)
                 .await?
                 .ok_or(ApiError::TaskNotFound)?;
-            let response = envelope(StatusCode::OK, &task, "Task retrieved successfully");
             let etag = conditional::task_etag(task.updated_at);
-            Ok(unless_none_match(response, etag, if_none_match.as_ref()))
+            Ok(unless_none_match(etag, if_none_match.as_ref(), || {
+                envelope(StatusCode::OK, &task, "Task retrieved successfully")
+            }))
         }
         Function::UpdateTask => {
             let input = task_input(request, BodyKind::Replace)?;
@@ -260,16 +262,20 @@ fn answer<T>(
     }
 }
 
-/// Sets `ETag` on a 200; a matching `If-None-Match` turns it into a 304 without a body.
+/// The 200 that `build` makes, or a 304 without a body (never built) if `If-None-Match`
+/// matches; both carry the `ETag`.
 fn unless_none_match(
-    mut response: Response<Body>,
     etag: String,
     if_none_match: Option<&Condition>,
+    build: impl FnOnce() -> Response<Body>,
 ) -> Response<Body> {
-    if if_none_match.is_some_and(|condition| condition.matches_weakly(&etag)) {
-        response = Response::new(Body::Empty);
-        *response.status_mut() = StatusCode::NOT_MODIFIED;
-    }
+    let mut response = if if_none_match.is_some_and(|condition| condition.matches_weakly(&etag)) {
+        let mut not_modified = Response::new(Body::Empty);
+        *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
+        not_modified
+    } else {
+        build()
+    };
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, value);
     }

@@ -1,7 +1,7 @@
 //! Conditional requests (RFC 9110 §8.8.3, §13.1): entity tags, `If-Match`, `If-None-Match`.
 //!
 //! A task's entity tag is its `updated_at` exactly as the body shows it, in double quotes, so a
-//! client holding a list can build it. A list page's is a hash of the page's JSON. The `If-Match`
+//! client holding a list can build it. A list page's is a hash of what its JSON is made of (see [`page_etag`]). The `If-Match`
 //! check itself runs inside the write's statement (see [`crate::tasks::sql`]), which is why
 //! [`Condition::timestamps`] turns the tags into what that statement compares.
 
@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, header};
 use time::OffsetDateTime;
 
 use super::ApiError;
+use crate::tasks::model::Task;
 use crate::timestamp;
 
 /// A parsed `If-Match` or `If-None-Match` header.
@@ -32,11 +33,27 @@ pub fn task_etag(updated_at: OffsetDateTime) -> String {
     format!("\"{}\"", timestamp::format(updated_at))
 }
 
-/// A strong entity tag for a response body (a list page): it changes whenever the bytes do.
-pub fn body_etag(body: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, body);
+/// Changes when a list page's JSON changes shape; part of every page's entity tag.
+const PAGE_FORMAT: &[u8] = b"tasks page v1";
+
+/// A strong entity tag for a list page. Its bytes are a function of which tasks it holds, each
+/// task's `updated_at` (every write moves it) and the next cursor, so those are hashed instead
+/// of the whole body (a twentieth of the bytes).
+pub fn page_etag(tasks: &[Task], next_cursor: Option<&str>) -> String {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    digest.update(PAGE_FORMAT);
+    for task in tasks {
+        digest.update(task.id.as_bytes());
+        digest.update(&task.updated_at.unix_timestamp_nanos().to_be_bytes());
+    }
+    if let Some(cursor) = next_cursor {
+        digest.update(cursor.as_bytes());
+    }
     // 128 bits are plenty to tell two pages apart.
-    format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]))
+    format!(
+        "\"{}\"",
+        URL_SAFE_NO_PAD.encode(&digest.finish().as_ref()[..16])
+    )
 }
 
 pub fn if_match(headers: &HeaderMap) -> Result<Option<Condition>, ApiError> {
@@ -243,8 +260,29 @@ mod tests {
     }
 
     #[test]
-    fn body_etags_follow_the_bytes() {
-        assert_eq!(body_etag(b"{}"), body_etag(b"{}"));
-        assert_ne!(body_etag(b"{}"), body_etag(b"{ }"));
+    fn page_etags_follow_the_tasks_their_versions_and_the_cursor() {
+        let at = datetime!(2026-11-27 18:21:22.639001 UTC);
+        let task = |id: u128, updated_at| Task {
+            id: uuid::Uuid::from_u128(id),
+            user_id: "u".into(),
+            title: "t".into(),
+            description: None,
+            is_completed: false,
+            created_at: at,
+            updated_at,
+        };
+        let page = [task(1, at), task(2, at)];
+        let etag = page_etag(&page, None);
+        assert_eq!(etag, page_etag(&page, None));
+        let one_microsecond_later = at + time::Duration::microseconds(1);
+        for other in [
+            page_etag(&[task(1, at), task(2, one_microsecond_later)], None),
+            page_etag(&[task(1, at)], None),
+            page_etag(&[task(2, at), task(1, at)], None),
+            page_etag(&page, Some("next")),
+            page_etag(&[], None),
+        ] {
+            assert_ne!(etag, other);
+        }
     }
 }

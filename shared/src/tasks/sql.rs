@@ -40,35 +40,15 @@ use crate::auth::Identity;
 use crate::db::{Database, DbError, Param};
 use crate::idempotency::RequestKey;
 
-/// The columns of a `Task`, in `task_from_row` order.
-macro_rules! task_columns {
-    () => {
-        "id, user_id, title, description, is_completed, created_at, updated_at"
-    };
-}
-
 const CREATE: &str = "SELECT * FROM tasks_create_v1($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 const UPDATE: &str = "SELECT * FROM tasks_update_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 const TOGGLE: &str = "SELECT * FROM tasks_toggle_v1($1, $2, $3, $4, $5, $6, $7, $8)";
 const DELETE: &str = "SELECT * FROM tasks_delete_v1($1, $2, $3, $4, $5, $6, $7, $8)";
 
-const GET: &str = concat!(
-    "SELECT ",
-    task_columns!(),
-    " FROM tasks WHERE id = $1 AND user_id = $2"
-);
-
-const LIST: &str = concat!(
-    "SELECT ",
-    task_columns!(),
-    "
-FROM tasks
-WHERE user_id = $1
-  AND ($2::boolean IS NULL OR is_completed = $2)
-  AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-ORDER BY created_at DESC, id DESC
-LIMIT $5"
-);
+/// The reads are PL/pgSQL functions too (`migrations/V6__read_functions.sql`), for their cached
+/// plans; they return the task columns in `task_from_row` order.
+const GET: &str = "SELECT * FROM tasks_get_v1($1, $2)";
+const LIST: &str = "SELECT * FROM tasks_list_v1($1, $2, $3, $4, $5)";
 
 /// The parameters' names, `$1` first (a write's own after the shared `WRITE_PARAMS`), for the log when the database refuses one (a validation
 /// rule is missing then: see `DbError::Rejected`).
