@@ -52,7 +52,7 @@ use std::time::Duration;
 use deadpool::managed::{self, Metrics, RecycleResult};
 use rustls::RootCertStore;
 use tokio::time::{Instant, timeout_at};
-use tokio_postgres::config::SslMode;
+use tokio_postgres::config::{SslMode, SslNegotiation};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
@@ -464,8 +464,18 @@ fn connection_setup(
         pg.application_name("tasks-api");
     }
     let ca_file = ca_cert.or(parsed.root_cert.as_deref());
+    // `sslnegotiation=direct`: the TLS handshake starts at once, without the SSLRequest round
+    // trip (Neon's proxy, PostgreSQL 17+). tokio-postgres does the rest; the ALPN is ours.
+    let direct = pg.get_ssl_negotiation() == SslNegotiation::Direct;
     let tls = match pg.get_ssl_mode() {
-        SslMode::Require => Tls::Verified(MakeRustlsConnect::new(tls_config(ca_file)?)),
+        SslMode::Require => Tls::Verified(MakeRustlsConnect::new(tls_config(ca_file, direct)?)),
+        // As libpq: direct negotiation only with TLS required, never a plain-text fallback.
+        _ if direct => {
+            return Err(ConfigError::invalid(
+                "DATABASE_URL",
+                "sslnegotiation=direct needs sslmode=require (or verify-ca / verify-full)",
+            ));
+        }
         // `prefer` (the default) and `disable` connect in plain text: TLS here always means
         // verified TLS, asked for with `sslmode=require` (or verify-ca / verify-full).
         _ => {
@@ -544,7 +554,8 @@ fn session_terminated(error: &tokio_postgres::Error) -> bool {
 
 /// `DATABASE_URL` as libpq users write it, mapped onto what tokio-postgres understands:
 /// `sslmode=verify-ca|verify-full` mean `require` (which is always verified here) and
-/// `sslrootcert=<file>` names an extra trusted CA.
+/// `sslrootcert=<file>` names an extra trusted CA. The rest, `sslnegotiation=direct` included,
+/// is tokio-postgres' own.
 struct ParsedUrl {
     config: tokio_postgres::Config,
     root_cert: Option<String>,
@@ -580,9 +591,13 @@ impl ParsedUrl {
     }
 }
 
+/// The ALPN protocol a direct TLS connection to PostgreSQL must offer: PostgreSQL 17+ refuses
+/// direct TLS without it, and neither tokio-postgres nor tokio-postgres-rustls sets it.
+const POSTGRESQL_ALPN: &[u8] = b"postgresql";
+
 /// Verified TLS with the ring provider: Mozilla's roots (what Neon's certificates chain to)
-/// plus an optional extra CA from a PEM file.
-fn tls_config(extra_ca: Option<&str>) -> Result<rustls::ClientConfig, ConfigError> {
+/// plus an optional extra CA from a PEM file. `direct`: offer ALPN `postgresql`.
+fn tls_config(extra_ca: Option<&str>, direct: bool) -> Result<rustls::ClientConfig, ConfigError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
@@ -601,11 +616,14 @@ fn tls_config(extra_ca: Option<&str>) -> Result<rustls::ClientConfig, ConfigErro
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::invalid("DATABASE_URL", e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    if direct {
+        config.alpn_protocols = vec![POSTGRESQL_ALPN.to_vec()];
+    }
     Ok(config)
 }
 
@@ -644,6 +662,48 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.config.get_ssl_mode(), SslMode::Require);
         assert_eq!(parsed.root_cert.as_deref(), Some("/ca.pem"));
+    }
+
+    #[test]
+    fn direct_negotiation_offers_the_postgresql_alpn() {
+        let url = "postgres://u@db.example.com/x?sslmode=require&sslnegotiation=direct";
+        let (pg, tls) = connection_setup(url, None, Duration::from_secs(1)).unwrap();
+        assert_eq!(pg.get_ssl_negotiation(), SslNegotiation::Direct);
+        assert!(matches!(tls, Tls::Verified(_)));
+        assert_eq!(
+            tls_config(None, true).unwrap().alpn_protocols,
+            [b"postgresql"]
+        );
+        // The SSLRequest way (the default) offers no ALPN, as before.
+        let (pg, _) = connection_setup(
+            "postgres://u@h/x?sslmode=require",
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(pg.get_ssl_negotiation(), SslNegotiation::Postgres);
+        assert!(tls_config(None, false).unwrap().alpn_protocols.is_empty());
+    }
+
+    #[test]
+    fn direct_negotiation_requires_tls() {
+        for query in [
+            "sslnegotiation=direct",
+            "sslnegotiation=direct&sslmode=disable",
+        ] {
+            let url = format!("postgres://u:hunter2@h/x?{query}");
+            let Err(err) = connection_setup(&url, None, Duration::from_secs(1)) else {
+                panic!("{query} must be refused");
+            };
+            let text = err.to_string();
+            assert!(
+                text.contains("DATABASE_URL") && text.contains("sslmode=require"),
+                "{text}"
+            );
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        let verify_full = "postgres://u@h/x?sslmode=verify-full&sslnegotiation=direct";
+        assert!(connection_setup(verify_full, None, Duration::from_secs(1)).is_ok());
     }
 
     #[test]
