@@ -117,6 +117,11 @@ impl Verifier {
     async fn check(&self, token: &str) -> Result<(Identity, Option<Lifetime>), ApiError> {
         let refuse = |reason| ApiError::Unauthorized { reason };
         let header = decode_header(token).map_err(|_| refuse("malformed token"))?;
+        // RFC 7515 §4.1.11: a JWS whose `crit` names extensions the recipient does not process
+        // is invalid; this verifier processes none (jsonwebtoken ignores `crit`).
+        if header.crit.is_some() {
+            return Err(refuse("unsupported critical header"));
+        }
         let jwks_key;
         let key = match header.alg {
             Algorithm::HS256 => self
@@ -202,9 +207,14 @@ fn identity(claims: Claims) -> Result<Identity, &'static str> {
 /// The credential of an `Authorization: Bearer …` header (scheme case-insensitive).
 fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     let refuse = |reason| ApiError::Unauthorized { reason };
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(refuse(MISSING_TOKEN))?
+    let mut fields = headers.get_all(header::AUTHORIZATION).iter();
+    let field = fields.next().ok_or(refuse(MISSING_TOKEN))?;
+    // Not a list (RFC 9110 §11.6.2): two fields are ambiguous, and API Gateway would join them
+    // with a comma into one malformed value, so the local server refuses them too.
+    if fields.next().is_some() {
+        return Err(refuse("malformed authorization header"));
+    }
+    let value = field
         .to_str()
         .map_err(|_| refuse("malformed authorization header"))?;
     let (scheme, credential) = value

@@ -31,9 +31,14 @@ pub fn json_object(headers: &HeaderMap, body: &Body) -> Result<Map<String, Value
 
 /// `application/json` with any parameters, or no content type at all (then the body must parse).
 fn is_json_content_type(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+    let mut fields = headers.get_all(header::CONTENT_TYPE).iter();
+    let Some(value) = fields.next() else {
         return true;
     };
+    // Several fields name several media types (API Gateway joins them with a comma): not JSON.
+    if fields.next().is_some() {
+        return false;
+    }
     let Ok(value) = value.to_str() else {
         return false;
     };
