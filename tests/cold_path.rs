@@ -59,3 +59,31 @@ async fn the_jwks_fetch_and_the_first_connection_overlap() {
         .assert_error(401, "UNAUTHORIZED");
     assert!(started.elapsed() < EACH, "{:?}", started.elapsed());
 }
+
+/// `JWKS_JSON` (the key set as configuration): a cold start verifies without fetching, and a
+/// `kid` the document lacks (keys rotated since it was configured) still reaches the URL.
+#[tokio::test]
+async fn a_configured_key_set_needs_no_fetch_and_rotation_still_works() {
+    common::prepare_database().await;
+    // The URL already serves the rotated set.
+    let jwks = JwksServer::start(Some(fixture("es256.jwks.json"))).await;
+    let jwks_url = jwks.url();
+    let configured = fixture("eddsa.jwks.json");
+    let app = spawn_app_with(&[
+        ("JWKS_URL", &jwks_url),
+        ("JWKS_JSON", &configured),
+        ("JWT_ISSUER", BETTER_AUTH_URL),
+        ("JWT_AUDIENCE", BETTER_AUTH_URL),
+    ])
+    .await;
+    let response = app
+        .send(Method::GET, "/api/tasks", Some(&fixture("eddsa.jwt")), None)
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(jwks.hits(), 0, "the configured key verified the token");
+    let rotated = app
+        .send(Method::GET, "/api/tasks", Some(&fixture("es256.jwt")), None)
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    assert_eq!(jwks.hits(), 1, "an unknown kid fetched the URL once");
+}

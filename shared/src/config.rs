@@ -54,6 +54,8 @@ pub struct DatabaseSettings {
 pub struct AuthSettings {
     pub hs256_secret: Option<SecretString>,
     pub jwks_url: Option<String>,
+    /// `JWKS_JSON`: the JWKS document itself, so a cold start need not fetch it.
+    pub jwks_document: Option<String>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
 }
@@ -107,6 +109,7 @@ impl Config {
         let auth = AuthSettings {
             hs256_secret: get("JWT_SECRET").map(SecretString::from),
             jwks_url: get("JWKS_URL"),
+            jwks_document: get("JWKS_JSON"),
             issuer: get("JWT_ISSUER"),
             audience: get("JWT_AUDIENCE"),
         };
@@ -114,6 +117,23 @@ impl Config {
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
             return Err(ConfigError::invalid("JWKS_URL", "must be an http(s) URL"));
+        }
+        if let Some(document) = &auth.jwks_document {
+            if auth.jwks_url.is_none() {
+                return Err(ConfigError::invalid(
+                    "JWKS_JSON",
+                    "needs JWKS_URL too (asked for keys the document lacks)",
+                ));
+            }
+            match crate::auth::jwks::parse_key_set(document.as_bytes()) {
+                Ok(keys) if !keys.is_empty() => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "JWKS_JSON",
+                        "must be a JWKS document with at least one usable signing key",
+                    ));
+                }
+            }
         }
         if runtime == Runtime::Lambda && !auth.is_configured() {
             return Err(ConfigError::MissingEither(
@@ -176,6 +196,26 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(&|name| map.get(name).cloned(), runtime)
+    }
+
+    #[test]
+    fn a_configured_key_set_needs_its_url_and_a_usable_key() {
+        let key_set = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+        let url = ("JWKS_URL", "https://a/jwks");
+        let configured = config(&[url, ("JWKS_JSON", key_set)], Runtime::Local).unwrap();
+        assert!(configured.auth.jwks_document.is_some());
+        for (vars, reason) in [
+            (vec![("JWKS_JSON", key_set)], "needs JWKS_URL"),
+            (vec![url, ("JWKS_JSON", "{")], "usable signing key"),
+            (
+                vec![url, ("JWKS_JSON", r#"{"keys":[]}"#)],
+                "usable signing key",
+            ),
+        ] {
+            let err = config(&vars, Runtime::Local).unwrap_err();
+            assert!(err.to_string().contains("JWKS_JSON"), "{err}");
+            assert!(err.to_string().contains(reason), "{err}");
+        }
     }
 
     #[test]

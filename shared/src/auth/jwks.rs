@@ -1,7 +1,8 @@
 //! Better Auth's published keys, cached by `kid` for the life of the instance.
 //!
 //! Refetch policy: keys are fetched on first use (never at cold start, so a JWKS outage cannot
-//! fail init). A token with an unknown `kid` triggers at most one refetch per
+//! fail init), unless the document itself was configured (`JWKS_JSON`): then a cold start
+//! fetches nothing, and the URL is only asked for a `kid` the document lacks (key rotation). A token with an unknown `kid` triggers at most one refetch per
 //! [`REFETCH_INTERVAL`]; after a *failed* fetch the next attempt may come after
 //! [`RETRY_AFTER_FAILURE`] so an outage ends quickly. While the JWKS cannot be fetched and no
 //! cached key matches, verification answers 503, not 401: the token may well be valid.
@@ -56,10 +57,11 @@ pub struct JwksCache {
 }
 
 impl JwksCache {
-    pub fn new(url: String) -> Self {
+    /// `keys`: the configured document's keys (empty when none was given).
+    pub fn new(url: String, keys: HashMap<String, Arc<VerificationKey>>) -> Self {
         Self {
             url,
-            keys: RwLock::default(),
+            keys: RwLock::new(Arc::new(keys)),
             fetch: Mutex::default(),
             client: OnceCell::new(),
         }

@@ -15,7 +15,7 @@
 //! sending the same token for 15 minutes pays for one signature check.
 
 mod cache;
-mod jwks;
+pub(crate) mod jwks;
 mod ring_crypto;
 
 use http::{HeaderMap, header};
@@ -81,7 +81,15 @@ impl Verifier {
                 .hs256_secret
                 .as_ref()
                 .map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes())),
-            jwks: settings.jwks_url.clone().map(JwksCache::new),
+            jwks: settings.jwks_url.clone().map(|url| {
+                // Checked by `Config`; an unparsable document would only mean fetching it.
+                let configured = settings
+                    .jwks_document
+                    .as_deref()
+                    .and_then(|document| jwks::parse_key_set(document.as_bytes()).ok())
+                    .unwrap_or_default();
+                JwksCache::new(url, configured)
+            }),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             verified: TokenCache::default(),
