@@ -310,3 +310,92 @@ async fn a_database_slow_to_accept_delays_the_first_request_without_failing_it()
     assert_eq!(response.status, StatusCode::CREATED);
     assert!(started.elapsed() >= Duration::from_secs(2));
 }
+
+/// The stall check's false alarm: after an idle period, a statement that is slow but alive (here
+/// waiting for another transaction's row lock) is taken for a dead connection, cancelled and
+/// resent on a new one. The cost is latency, never a second write: the cancelled copy rolled
+/// back, and the resend applies the toggle once.
+#[tokio::test]
+async fn a_slow_statement_after_idle_is_resent_and_applied_once() {
+    use tasks_shared::db::{IDLE_SUSPECT_AFTER, STALL_TIMEOUT};
+
+    let setup = warm_app().await;
+    let created = setup
+        .send(Method::POST, "/api/tasks", Some(json!({ "title": "slow" })))
+        .await;
+    let id = created.json()["data"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // The condition under test: the pooled connection has been idle long enough to be suspect.
+    tokio::time::sleep(IDLE_SUSPECT_AFTER + Duration::from_millis(100)).await;
+
+    let mut holder = inspect().await;
+    let holder_pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    let lock = holder.transaction().await.expect("begin");
+    let task_id: uuid::Uuid = id.parse().expect("task id");
+    lock.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", &[&task_id])
+        .await
+        .expect("lock the task");
+
+    let path = format!("/api/tasks/{id}/toggle");
+    let started = Instant::now();
+    let toggle = setup.send(Method::PATCH, &path, None);
+    let release = async {
+        // Two distinct statements queued behind the lock, directly or behind each other: the
+        // first copy and the resend (through PgBouncer both may run on one server connection,
+        // so statements, not backends, are counted).
+        let observer = inspect().await;
+        let mut waits = std::collections::HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while waits.len() < 2 && Instant::now() < deadline {
+            let waiting = observer
+                .query(
+                    "SELECT pid, query_start::text, pg_blocking_pids(pid) FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .expect("waiting statements");
+            let mut queued = vec![holder_pid];
+            let mut grew = true;
+            while grew {
+                grew = false;
+                for row in &waiting {
+                    let pid: i32 = row.get(0);
+                    let blockers: Vec<i32> = row.get(2);
+                    if !queued.contains(&pid) && blockers.iter().any(|b| queued.contains(b)) {
+                        queued.push(pid);
+                        waits.insert((pid, row.get::<_, String>(1)));
+                        grew = true;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        lock.commit().await.expect("release the lock");
+        waits.len()
+    };
+    let (toggled, blocked_statements) = tokio::join!(toggle, release);
+    timed(
+        "slow statement after idle (row lock), toggle",
+        started,
+        &toggled,
+    );
+    assert_eq!(
+        blocked_statements, 2,
+        "the first copy was cancelled and resent"
+    );
+    assert_eq!(toggled.status, StatusCode::OK, "{:?}", toggled.body);
+    assert_eq!(toggled.json()["data"]["is_completed"], true);
+    assert!(started.elapsed() >= STALL_TIMEOUT);
+    assert_eq!(
+        setup.stored(&id).await,
+        Some(("slow".to_owned(), true)),
+        "toggled exactly once"
+    );
+}

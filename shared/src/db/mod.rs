@@ -318,16 +318,19 @@ impl Database {
                     if !connection_is_broken(&error) {
                         return Err(DbError::Statement(error));
                     }
+                    drop(Object::take(connection));
                     describe(&error)
                 }
                 Attempt::Stalled => {
                     // The same network event most likely took the other idle connections too.
                     self.pool
                         .retain(|_, metrics| metrics.last_used() < IDLE_SUSPECT_AFTER);
-                    format!(
+                    let failure = format!(
                         "no answer within {STALL_TIMEOUT:?} after {:?} idle",
                         connection.idle
-                    )
+                    );
+                    self.cancel_then_close(Object::take(connection));
+                    failure
                 }
                 Attempt::Abandoned => {
                     // Close it so nothing queued on it (in the driver, or in PgBouncer's queue)
@@ -336,7 +339,6 @@ impl Database {
                     return Err(DbError::Unavailable("statement timed out".into()));
                 }
             };
-            drop(Object::take(connection));
             if !self.pause_before_resend(attempts, deadline).await {
                 return Err(DbError::Unavailable(failure));
             }
@@ -380,12 +382,7 @@ impl Database {
         if let Some(stall_at) = stall_at {
             match timeout_at(stall_at, &mut statement).await {
                 Ok(result) => return Attempt::Finished(result),
-                Err(_) => {
-                    // In case it did arrive (a slow statement, not a dead connection): cancel it
-                    // so that it cannot commit after this request has been answered.
-                    self.cancel_in_background(client.cancel_token());
-                    return Attempt::Stalled;
-                }
+                Err(_) => return Attempt::Stalled,
             }
         }
         if let Ok(result) = timeout_at(deadline, &mut statement).await {
@@ -413,20 +410,31 @@ impl Database {
         }
     }
 
-    fn cancel_in_background(&self, token: tokio_postgres::CancelToken) {
-        let Some(target) = self.cancel_target.clone() else {
-            return;
-        };
+    /// A stalled statement may have arrived after all (slow, not dead): it is cancelled so that
+    /// it cannot commit after this request has been answered, in the background, while the
+    /// request is resent. The connection stays open until the cancel request has been
+    /// delivered: PgBouncer forgets a client once it closes, and then drops the client's cancel
+    /// request, leaving the statement running (`tests/network_faults.rs`,
+    /// `a_slow_statement_after_idle_is_resent_and_applied_once`).
+    fn cancel_then_close(&self, connection: Connection) {
+        let token = connection.client.cancel_token();
+        let target = self.cancel_target.clone();
         let tls = self.tls.clone();
         tokio::spawn(async move {
-            let sent = tokio::time::timeout(
-                CANCEL_GRACE,
-                cancel::cancel(&token, &target, tls.connector()),
-            )
-            .await;
+            let sent = match target {
+                Some(target) => {
+                    tokio::time::timeout(
+                        CANCEL_GRACE,
+                        cancel::cancel(&token, &target, tls.connector()),
+                    )
+                    .await
+                }
+                None => return,
+            };
             if !matches!(sent, Ok(Ok(()))) {
                 tracing::info!("cancel request for a stalled connection did not go through");
             }
+            drop(connection);
         });
     }
 
