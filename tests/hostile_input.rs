@@ -18,7 +18,7 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use tasks_api::dev::TokenOptions;
 
@@ -38,26 +38,6 @@ const LAST_MICROS_9999: i128 = 253_402_300_799_999_999;
 const DEFAULT_CASES: u32 = 48;
 const DEFAULT_SEED: u64 = 0x7a5c_0013;
 
-fn config() -> Config {
-    let cases = std::env::var("TASKS_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_CASES);
-    // `Config::default()` reads PROPTEST_* variables; only a missing seed is pinned here.
-    let base = Config::default();
-    let rng_seed = match base.rng_seed {
-        RngSeed::Random => RngSeed::Fixed(DEFAULT_SEED),
-        fixed => fixed,
-    };
-    Config {
-        cases,
-        failure_persistence: None,
-        rng_algorithm: RngAlgorithm::ChaCha,
-        rng_seed,
-        ..base
-    }
-}
-
 /// Runs `property` on generated values against one server, on one runtime, and panics with the
 /// (shrunk) failing input.
 fn run_property<S, F>(strategy: S, property: F)
@@ -72,7 +52,7 @@ where
         .build()
         .expect("runtime");
     let (app, db) = runtime.block_on(async { (spawn_app().await, inspect().await) });
-    let mut runner = TestRunner::new(config());
+    let mut runner = TestRunner::new(common::property::config(DEFAULT_CASES, DEFAULT_SEED));
     let outcome = runner.run(&strategy, |value| {
         runtime.block_on(property(&app, &db, value))
     });

@@ -27,7 +27,7 @@ use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
 
@@ -50,25 +50,6 @@ const DEFAULT_SEED: u64 = 0x7a5c_0012;
 const KID: &str = "parsers-key";
 const ISSUER: &str = "https://auth.parsers.example";
 const AUDIENCE: &str = "parsers-api";
-
-fn config() -> Config {
-    let cases = std::env::var("TASKS_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_CASES);
-    let base = Config::default();
-    let rng_seed = match base.rng_seed {
-        RngSeed::Random => RngSeed::Fixed(DEFAULT_SEED),
-        fixed => fixed,
-    };
-    Config {
-        cases,
-        failure_persistence: None,
-        rng_algorithm: RngAlgorithm::ChaCha,
-        rng_seed,
-        ..base
-    }
-}
 
 /// One server (and what a property needs around it) for all cases of a property.
 struct Ctx {
@@ -136,7 +117,7 @@ where
         .build()
         .expect("runtime");
     let ctx = runtime.block_on(context(setup));
-    let mut runner = TestRunner::new(config());
+    let mut runner = TestRunner::new(common::property::config(DEFAULT_CASES, DEFAULT_SEED));
     let outcome = runner.run(&strategy, |value| runtime.block_on(property(&ctx, value)));
     if let Err(failure) = outcome {
         panic!("{failure}");

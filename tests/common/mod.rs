@@ -5,6 +5,7 @@
 pub mod events;
 pub mod functions;
 pub mod jwks;
+pub mod property;
 pub mod proxy;
 pub mod tls_cluster;
 pub mod tools;
