@@ -50,15 +50,13 @@ pub async fn serve(
 /// with `Allow`). A request that does match a route is not this function's either: 404.
 pub async fn unmatched(request: Request) -> Result<Response<Body>, Infallible> {
     let meta = request_meta(&request, None);
-    let error = match route(&request) {
-        Err(error) => error,
-        Ok(_) => ApiError::NotFound,
+    let refusal = async {
+        Err(match route(&request) {
+            Err(error) => error,
+            Ok(_) => ApiError::NotFound,
+        })
     };
-    let answer = async {
-        telemetry::note_error(error.code(), None);
-        error.into_response()
-    };
-    Ok(telemetry::observe(meta, answer, |response| response.status().as_u16()).await)
+    Ok(finish(meta, refusal).await)
 }
 
 /// Local server entry point: every route.
@@ -76,20 +74,27 @@ fn route(request: &Request) -> Result<Matched<'_>, ApiError> {
     resolve(request.method(), path)
 }
 
-/// Every response of both entry points is finished here, inside [`telemetry::observe`], which
-/// writes the request's log line.
 async fn respond(
     state: &State,
     matched: Result<Matched<'_>, ApiError>,
     request: &Request,
 ) -> Response<Body> {
     let meta = request_meta(request, matched.as_ref().ok().map(|m| m.function));
+    let result = async {
+        let Matched { function, task_id } = matched?;
+        handle(state, function, task_id, request).await
+    };
+    finish(meta, result).await
+}
+
+/// Every response of every entry point is finished here, inside [`telemetry::observe`], which
+/// writes the request's log line: an error becomes its contract response.
+async fn finish(
+    meta: telemetry::RequestMeta,
+    result: impl Future<Output = Result<Response<Body>, ApiError>>,
+) -> Response<Body> {
     let answer = async {
-        let result = match matched {
-            Ok(Matched { function, task_id }) => handle(state, function, task_id, request).await,
-            Err(error) => Err(error),
-        };
-        result.unwrap_or_else(|error| {
+        result.await.unwrap_or_else(|error| {
             telemetry::note_error(error.code(), error.unavailable_dependency());
             error.into_response()
         })
