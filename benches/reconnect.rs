@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! What a reconnect costs against a statement on a warm connection (BENCHMARKS.md "Reconnect";
 //! the idle-connection rule in `shared/src/db/mod.rs` rests on it):
 //!

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Authentication through the running API: both token families, every refusal, real Better
 //! Auth tokens and key sets (tests/fixtures/better-auth), JWKS caching and outages.
 

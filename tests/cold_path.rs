@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! A cold instance's first request needs two slow things: the JWKS (HTTPS to the frontend's
 //! host) and a database connection (TLS and SCRAM to Neon). They run concurrently, so the first
 //! response costs about the longer of the two, not their sum (issue 11).

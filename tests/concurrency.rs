@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Concurrent writes: no lost toggles, no failures when a new user's first writes race.
 
 mod common;

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Contract 1.1 "Concurrent edits": `ETag` on every single-task response, `If-Match` on the
 //! writes by id (strong comparison, atomic with the write), `If-None-Match` on the reads (weak
 //! comparison, 304 without a body), malformed headers (400 naming the header, checked before

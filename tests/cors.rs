@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! CORS on the local server (API Gateway does it in production, from `template.yaml`'s lists,
 //! which `tests/deployment.rs` keeps equal to the server's): preflights for the contract's
 //! request headers, and the response headers a browser may read.

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! One source of truth for routes: `template.yaml`, `openapi.yaml`, cargo-lambda's router and
 //! the local server's `ROUTES` must agree on every method + path → function. Likewise for CORS:
 //! `template.yaml`'s `CorsConfiguration` (API Gateway) must say what the local server says.

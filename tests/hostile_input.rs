@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Issue 13: no input is ever a 500. Generated and hand-picked hostile input against the real
 //! local server and the real PostgreSQL: text the database cannot store (U+0000, over-long keys),
 //! lone surrogate escapes, control and non-BMP characters, values at and past every limit, huge

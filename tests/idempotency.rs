@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Safe retries (CONTRACT 1.1, "Safe retries: `Idempotency-Key`"), end to end against the real
 //! server and database: replays per route, key scope and reuse, malformed keys, the order of
 //! checks, failures that are not remembered, concurrent copies of one request, retention and

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Tenant isolation: another user's task is indistinguishable from a missing one, on every route.
 
 mod common;

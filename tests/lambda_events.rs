@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The handlers fed with API Gateway HTTP API (v2) events, parsed by `lambda_http` exactly as in
 //! Lambda (fixtures in `events/`), against the real database.
 

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Log hygiene: everything the server logs during a tour of every refusal and error path
 //! (invalid tokens of every kind, JWKS down, database down, bad bodies, routing errors, writes
 //! with an `Idempotency-Key`) is captured, and no token, JWT secret, database password, email,

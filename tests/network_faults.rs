@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! What networks do to a warm, pooled connection, played by a fault-injecting proxy between the
 //! API and the database (PgBouncer in CI's second pass), and what the user must get instead
 //! (CONTRACT "Idle and broken connections", "Slow first connection", the 503 rule):

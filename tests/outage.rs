@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Database faults: unreachable, hanging, and connections killed server-side. Nothing a 503
 //! answered may be written, now or later, and the app recovers without a restart.
 

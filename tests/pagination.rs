@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Keyset pagination: several pages, filters, stable order, cursor errors.
 
 mod common;

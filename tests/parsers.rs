@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Issue 12, "Security evidence": property tests of the request parsers that
 //! `tests/hostile_input.rs` does not generate input for. Each property drives the real local
 //! server (`spawn_app`) against the real PostgreSQL with generated input and checks:

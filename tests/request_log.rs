@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! One JSON line per request (CONTRACT-independent operations, README "Operating it"): what it
 //! says, that its EMF block declares real numbers, and what it never says.
 

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Issue 12, "Security evidence": the resource limits of SECURITY.md as tests, against the real
 //! local server and the real PostgreSQL.
 //!

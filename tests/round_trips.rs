@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! One round trip per request, measured on the wire: a counting proxy between the API and
 //! PostgreSQL sees exactly one statement (one Parse, one Sync, no simple Query) per route on the
 //! warm path, and no new connection.

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! "It works on Lambda": the compiled function binaries, started as Lambda starts them, talking
 //! the real Runtime API protocol, fed API Gateway v2 events from `events/`, against the real
 //! database. Several invocations per process prove warm reuse.

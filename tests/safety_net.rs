@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The safety net behind validation (issue 13): if a value the database cannot store ever gets
 //! past the rules, the request is a 500 whose log line names the field and SQLSTATE — never the
 //! value — so it becomes a rule and a test. Validation is bypassed here on purpose.

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Secrets Manager at cold start, against a local AWS emulator (moto) — no AWS account needed.
 
 mod common;

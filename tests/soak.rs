@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! 100 concurrent writers through PgBouncer for 30 s while PostgreSQL restarts in the middle:
 //! every acknowledged write is stored exactly once, and the only errors are 503s during the
 //! outage. Each logical write carries an `Idempotency-Key` and is retried with it after a 503, as

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The contract's routes end to end: envelopes, headers, validation, bodies, timestamps.
 
 mod common;

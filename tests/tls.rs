@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Verified TLS to PostgreSQL: a throwaway PostgreSQL with `ssl=on`, SCRAM passwords and a
 //! certificate issued (for `localhost` only) by a CA generated for it (`common/tls_cluster.rs`).
 

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Neon-shaped TLS.
 //!
 //! - `sslnegotiation=direct` through a TLS-terminating proxy shaped like Neon's (and like

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! JWT verification per algorithm with a warm key cache (`cargo bench -p tasks-shared --bench jwt`).
 //! Asymmetric cases verify the real Better Auth tokens in tests/fixtures/better-auth.
 //! `verify_better_auth` and `verify_hs256` measure the full check (`Verifier::verify_uncached`:

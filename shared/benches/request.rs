@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Request work without the database: body parsing + validation + response serialization for a
 //! create, and query parsing + serialization of a 100-task list page
 //! (`cargo bench -p tasks-shared --bench request`).
