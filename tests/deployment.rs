@@ -276,3 +276,51 @@ fn conditional_update_event_differs_only_by_its_headers() {
     conditional["requestContext"]["requestId"] = plain["requestContext"]["requestId"].clone();
     assert_eq!(conditional, plain);
 }
+
+/// Every crate root of ours forbids `unsafe` (SECURITY.md, supply chain): the libraries, every
+/// binary (functions and tools), every test and bench crate. A crate that needs `unsafe` must
+/// say why where it allows it, and be listed here.
+#[test]
+fn every_crate_root_forbids_unsafe_code() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut roots = vec![
+        root.join("src/lib.rs"),
+        root.join("src/main.rs"),
+        root.join("shared/src/lib.rs"),
+    ];
+    let files_in = |dir: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(root.join(dir))
+            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+            .unwrap_or_default()
+    };
+    for path in files_in("src/bin") {
+        roots.push(if path.is_dir() {
+            path.join("main.rs")
+        } else {
+            path
+        });
+    }
+    for function in files_in("functions") {
+        roots.push(function.join("src/main.rs"));
+    }
+    for dir in ["tests", "benches", "shared/benches"] {
+        roots.extend(
+            files_in(dir)
+                .into_iter()
+                .filter(|p| p.extension() == Some("rs".as_ref())),
+        );
+    }
+    assert!(roots.len() > 30, "{roots:?}");
+    let missing: Vec<_> = roots
+        .iter()
+        .filter(|path| {
+            !std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains("#![forbid(unsafe_code)]")
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "crate roots without forbid(unsafe_code): {missing:?}"
+    );
+}
