@@ -9,8 +9,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -41,6 +41,8 @@ struct Shared {
     queued: Notify,
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     next_id: Mutex<u64>,
+    /// When the function first asked for an invocation: the end of its init phase.
+    first_poll: OnceLock<Instant>,
 }
 
 pub struct RuntimeApi {
@@ -114,6 +116,12 @@ impl RuntimeApi {
         tokio::time::timeout(timeout, outcome).await.ok().flatten()
     }
 
+    /// When the function first called `GET invocation/next`, i.e. finished its init phase
+    /// (Lambda's "Init Duration" runs from the process start to this call).
+    pub fn first_poll(&self) -> Option<Instant> {
+        self.shared.first_poll.get().copied()
+    }
+
     /// The `/init/error` document, once the function posted one.
     pub async fn init_error(&self, timeout: Duration) -> Option<Value> {
         let mut init_error = self.init_error.clone();
@@ -144,7 +152,10 @@ async fn route(
     };
     let json = || serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
     match (method, rest) {
-        (Method::GET, "/invocation/next") => next_invocation(shared).await,
+        (Method::GET, "/invocation/next") => {
+            shared.first_poll.get_or_init(Instant::now);
+            next_invocation(shared).await
+        }
         (Method::POST, "/init/error") => {
             init_tx.send_replace(Some(json()));
             status(StatusCode::ACCEPTED)

@@ -5,6 +5,11 @@
 //!
 //!     loadgen --url http://127.0.0.1:8000 --users 100 --seconds 30 --secret "$JWT_SECRET"
 //!     loadgen --token-family eddsa --jwks-port 8078 --issuer https://app.example.com ...
+//!     loadgen --seed-tasks 0 --first-response 1 --seconds 5 ...   (a burst: everyone at once)
+//!
+//! `--first-response 1` also reports the distribution of each user's first response in the
+//! measured window: all users send it at the same instant. With `--seed-tasks 0` a user without
+//! tasks yet creates one where the mix would read or change one.
 //!
 //! Token families: `hs256` (signed with `--secret`, the server's `JWT_SECRET`), or `eddsa` /
 //! `es256`, shaped like Better Auth's (header `{alg, kid}`, the user object plus `sub`, `iat`,
@@ -48,6 +53,7 @@ struct Options {
     family: Family,
     jwks_port: u16,
     issuer: String,
+    first_response: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -60,6 +66,7 @@ fn options() -> Result<Options, String> {
         family: Family::Hs256,
         jwks_port: 8078,
         issuer: "https://app.example.com".into(),
+        first_response: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -80,6 +87,13 @@ fn options() -> Result<Options, String> {
             }
             "--jwks-port" => options.jwks_port = value.parse().map_err(|_| "bad --jwks-port")?,
             "--issuer" => options.issuer = value,
+            "--first-response" => {
+                options.first_response = match value.as_str() {
+                    "1" | "true" | "yes" => true,
+                    "0" | "false" | "no" => false,
+                    _ => return Err("--first-response: 1 or 0".into()),
+                }
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -307,6 +321,8 @@ fn task_id(body: &Bytes) -> Option<String> {
 struct UserResult {
     latencies: Vec<(Op, Duration)>,
     errors: Vec<String>,
+    /// The first request of the measured window, answered or not.
+    first: Option<Duration>,
 }
 
 async fn run_user(
@@ -319,6 +335,7 @@ async fn run_user(
     let mut result = UserResult {
         latencies: Vec::new(),
         errors: Vec::new(),
+        first: None,
     };
     let mut connection = match Connection::open(&authority, token).await {
         Ok(c) => c,
@@ -346,7 +363,11 @@ async fn run_user(
     // Everyone starts measuring together, after seeding.
     tokio::time::sleep_until(start.into()).await;
     while Instant::now() < end {
-        let op = pick(&mut rng);
+        let op = match pick(&mut rng) {
+            // Nothing to read or change yet (`--seed-tasks 0`): make something.
+            Op::Get | Op::Toggle | Op::Update if ids.is_empty() => Op::Create,
+            op => op,
+        };
         let id = ids
             .get(rng.random_range(0..ids.len().max(1)))
             .cloned()
@@ -369,7 +390,9 @@ async fn run_user(
             ),
         };
         let sent = Instant::now();
-        match connection.send(method, &path, body).await {
+        let answer = connection.send(method, &path, body).await;
+        result.first.get_or_insert_with(|| sent.elapsed());
+        match answer {
             Ok((status, body)) if status == expected => {
                 result.latencies.push((op, sent.elapsed()));
                 if op == Op::Create {
@@ -448,7 +471,9 @@ fn main() -> std::process::ExitCode {
     let mut all: Vec<Duration> = Vec::new();
     let mut per_op: std::collections::BTreeMap<String, usize> = Default::default();
     let mut errors = Vec::new();
+    let mut firsts: Vec<Duration> = Vec::new();
     for result in results {
+        firsts.extend(result.first);
         for (op, latency) in result.latencies {
             *per_op.entry(format!("{op:?}")).or_default() += 1;
             all.push(latency);
@@ -475,6 +500,16 @@ fn main() -> std::process::ExitCode {
         ms(all.last().copied().unwrap_or_default())
     );
     println!("mix: {per_op:?}");
+    if options.first_response {
+        firsts.sort();
+        println!(
+            "first response ms: users {}  p50 {:.2}  p95 {:.2}  max {:.2}",
+            firsts.len(),
+            ms(percentile(&firsts, 50.0)),
+            ms(percentile(&firsts, 95.0)),
+            ms(firsts.last().copied().unwrap_or_default())
+        );
+    }
     for error in errors.iter().take(10) {
         println!("error: {error}");
     }
