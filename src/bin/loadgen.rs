@@ -15,8 +15,9 @@
 //! `es256`, shaped like Better Auth's (header `{alg, kid}`, the user object plus `sub`, `iat`,
 //! `exp`, `iss`, `aud`) and signed with a key pair generated at start. loadgen then serves the
 //! public key as a JWKS at `http://127.0.0.1:<jwks-port>/api/auth/jwks` for as long as it runs:
-//! start the server with that `JWKS_URL` (it fetches keys on first use, not at start-up). RS256
-//! is not offered: ring cannot generate RSA keys and the fixtures hold public keys only.
+//! start the server with that `JWKS_URL` (it fetches keys on first use, not at start-up).
+//! `rs256` signs with the RSA key in `--rsa-key FILE` (PKCS#8 DER): ring cannot generate RSA
+//! keys, so `scripts/bench-load.sh` makes a throwaway one with openssl (no key is committed).
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,7 +33,8 @@ use hyper_util::rt::TokioIo;
 use rand::{Rng, SeedableRng};
 use ring::rand::SystemRandom;
 use ring::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
+    RsaKeyPair, RsaPublicKeyComponents,
 };
 use serde_json::json;
 use tasks_api::dev::{TokenOptions, mint_hs256};
@@ -42,6 +44,7 @@ enum Family {
     Hs256,
     EdDsa,
     Es256,
+    Rs256,
 }
 
 struct Options {
@@ -54,6 +57,7 @@ struct Options {
     jwks_port: u16,
     issuer: String,
     first_response: bool,
+    rsa_key: Option<String>,
 }
 
 fn options() -> Result<Options, String> {
@@ -67,6 +71,7 @@ fn options() -> Result<Options, String> {
         jwks_port: 8078,
         issuer: "https://app.example.com".into(),
         first_response: false,
+        rsa_key: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -82,11 +87,13 @@ fn options() -> Result<Options, String> {
                     "hs256" => Family::Hs256,
                     "eddsa" => Family::EdDsa,
                     "es256" => Family::Es256,
-                    _ => return Err("--token-family: hs256, eddsa or es256".into()),
+                    "rs256" => Family::Rs256,
+                    _ => return Err("--token-family: hs256, eddsa, es256 or rs256".into()),
                 }
             }
             "--jwks-port" => options.jwks_port = value.parse().map_err(|_| "bad --jwks-port")?,
             "--issuer" => options.issuer = value,
+            "--rsa-key" => options.rsa_key = Some(value),
             "--first-response" => {
                 options.first_response = match value.as_str() {
                     "1" | "true" | "yes" => true,
@@ -112,6 +119,7 @@ enum Signer {
 enum KeyPair {
     EdDsa(Ed25519KeyPair),
     Es256(EcdsaKeyPair, SystemRandom),
+    Rs256(RsaKeyPair, SystemRandom),
 }
 
 const KID: &str = "loadgen";
@@ -133,6 +141,15 @@ impl Signer {
                 let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng)
                     .map_err(|e| e.to_string())?;
                 KeyPair::Es256(pair, rng)
+            }
+            Family::Rs256 => {
+                let path = options
+                    .rsa_key
+                    .as_deref()
+                    .ok_or("rs256 needs --rsa-key FILE")?;
+                let der = std::fs::read(path).map_err(|e| format!("--rsa-key {path}: {e}"))?;
+                let pair = RsaKeyPair::from_pkcs8(&der).map_err(|e| format!("--rsa-key: {e}"))?;
+                KeyPair::Rs256(pair, rng)
             }
         };
         Ok(Self::Jwks(Box::new(pair)))
@@ -156,6 +173,13 @@ impl Signer {
                         "x": b64(&point[1..33]), "y": b64(&point[33..65]),
                     })
                 }
+                KeyPair::Rs256(pair, _) => {
+                    let public = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
+                    json!({
+                        "kty": "RSA", "alg": "RS256", "kid": KID,
+                        "n": b64(&public.n), "e": b64(&public.e),
+                    })
+                }
             },
         };
         Some(json!({ "keys": [key] }).to_string())
@@ -175,6 +199,7 @@ impl Signer {
         let alg = match pair {
             KeyPair::EdDsa(_) => "EdDSA",
             KeyPair::Es256(..) => "ES256",
+            KeyPair::Rs256(..) => "RS256",
         };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -200,6 +225,12 @@ impl Signer {
                 .map_err(|e| e.to_string())?
                 .as_ref()
                 .to_vec(),
+            KeyPair::Rs256(pair, rng) => {
+                let mut signature = vec![0; pair.public().modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, rng, message.as_bytes(), &mut signature)
+                    .map_err(|e| e.to_string())?;
+                signature
+            }
         };
         Ok(format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
