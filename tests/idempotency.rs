@@ -1119,7 +1119,8 @@ async fn writes_purge_expired_keys() {
             &throwaway,
         )
     };
-    assert_eq!(remaining().await, 3);
+    // No count check here: writes of tests running alongside may purge them first, which is
+    // the behaviour under test too. Ours must finish the job within a few writes.
     let mut writes = 0;
     while remaining().await > 0 {
         assert!(
