@@ -46,46 +46,11 @@ if [ "${BUILD:-1}" != 0 ]; then
 fi
 
 # --- PgBouncer on its own port and directory ---------------------------------------------
-stop_pgbouncer() {
-  [ -f "$pgb_dir/pgbouncer.pid" ] && kill "$(cat "$pgb_dir/pgbouncer.pid")" 2>/dev/null || true
+pgbouncer() {
+  PGBOUNCER_DIR="$pgb_dir" PGBOUNCER_PORT="$pgb_port" PGBOUNCER_POOL="$pool" \
+    PGBOUNCER_MAX_CLIENTS=2000 scripts/pgbouncer.sh "$1"
 }
-mkdir -p "$pgb_dir"
-stop_pgbouncer
-sleep 0.2
-cat > "$pgb_dir/pgbouncer.ini" <<INI
-[databases]
-* = host=127.0.0.1 port=5432
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $pgb_port
-unix_socket_dir =
-auth_type = trust
-auth_file = $pgb_dir/userlist.txt
-admin_users = postgres
-stats_users = postgres
-pool_mode = transaction
-default_pool_size = $pool
-max_client_conn = 2000
-server_reset_query =
-ignore_startup_parameters = extra_float_digits,options
-query_wait_timeout = 120
-server_login_retry = 1
-logfile = $pgb_dir/pgbouncer.log
-pidfile = $pgb_dir/pgbouncer.pid
-INI
-echo '"postgres" ""' > "$pgb_dir/userlist.txt"
-chown -R postgres "$pgb_dir" 2>/dev/null || true
-pgbouncer_bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
-if [ "$(id -u)" = 0 ]; then
-  su postgres -s /bin/sh -c "$pgbouncer_bin -d '$pgb_dir/pgbouncer.ini'"
-else
-  "$pgbouncer_bin" -d "$pgb_dir/pgbouncer.ini"
-fi
-for _ in $(seq 1 50); do
-  pg_isready -h 127.0.0.1 -p "$pgb_port" -q && break
-  sleep 0.1
-done
+pgbouncer start
 
 # --- a fresh database ------------------------------------------------------------------------
 psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
@@ -103,7 +68,7 @@ sampler=
 cleanup() {
   touch "$out/stop-sampling"
   kill "$fleet" 2>/dev/null && wait "$fleet" 2>/dev/null || true
-  stop_pgbouncer
+  pgbouncer stop
 }
 trap cleanup EXIT
 stats_url="http://127.0.0.1:$port/_fleet/stats"

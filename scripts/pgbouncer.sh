@@ -3,8 +3,10 @@
 # PostgreSQL, configured like Neon's pooler but stricter: Debian's 1.18 has no prepared
 # statement support at all, and the server pool is small so clients queue.
 #   scripts/pgbouncer.sh start | stop
+# A second instance (scripts/bench-fleet.sh) sets its own PGBOUNCER_DIR and PGBOUNCER_PORT; also
+# PGBOUNCER_POOL (server connections per database, default 4) and PGBOUNCER_MAX_CLIENTS (500).
 set -euo pipefail
-dir=/tmp/tasks-pgbouncer
+dir="${PGBOUNCER_DIR:-/tmp/tasks-pgbouncer}"
 port="${PGBOUNCER_PORT:-6432}"
 case "${1:-start}" in
   stop)
@@ -28,8 +30,8 @@ auth_file = $dir/userlist.txt
 admin_users = postgres
 stats_users = postgres
 pool_mode = transaction
-default_pool_size = 4
-max_client_conn = 500
+default_pool_size = ${PGBOUNCER_POOL:-4}
+max_client_conn = ${PGBOUNCER_MAX_CLIENTS:-500}
 server_reset_query =
 ignore_startup_parameters = extra_float_digits,options
 query_wait_timeout = 120
