@@ -547,16 +547,14 @@ async fn bodies_routes_and_idempotent_writes(sent: &mut Sent) {
     let mut body = br#"{"title":""#.to_vec();
     body.extend_from_slice(&invalid_utf8);
     body.extend_from_slice(br#""}"#);
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri("/api/tasks")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("request");
-    app.request(request)
-        .await
-        .assert_error(400, "VALIDATION_ERROR");
+    app.send_raw(
+        Method::POST,
+        "/api/tasks",
+        &[common::bearer(&token), common::json_type()],
+        body,
+    )
+    .await
+    .assert_error(400, "VALIDATION_ERROR");
 
     // 404 and 405, with and without a token.
     let missing = format!("/api/tasks/{}", uuid::Uuid::now_v7());

@@ -23,10 +23,10 @@ mod common;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::jwks::JwksServer;
-use common::{TestApp, TestResponse, inspect, spawn_app, spawn_app_with};
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::Bytes;
+use common::{
+    TestApp, TestResponse, bearer, inspect, json_type, spawn_app, spawn_app_with, stored_rows,
+};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -128,36 +128,6 @@ where
 // ---------------------------------------------------------------------------------------------
 // Shared helpers.
 
-/// A request with exactly these header lines (repeated names stay repeated) and body.
-async fn send(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    headers: &[(HeaderName, HeaderValue)],
-    body: Vec<u8>,
-) -> TestResponse {
-    let mut builder = Request::builder().method(method).uri(path);
-    for (name, value) in headers {
-        builder = builder.header(name, value.clone());
-    }
-    app.request(builder.body(Full::new(Bytes::from(body))).expect("request"))
-        .await
-}
-
-fn bearer(token: &str) -> (HeaderName, HeaderValue) {
-    (
-        header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {token}")).expect("token header"),
-    )
-}
-
-fn json_type() -> (HeaderName, HeaderValue) {
-    (
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    )
-}
-
 /// The contract's error shape: status, JSON content type, `error.code`, a message,
 /// `details.field` when `field` is given, the `Bearer` challenge on a 401.
 fn expect_error(
@@ -196,20 +166,6 @@ fn expect_error(
         );
     }
     Ok(body)
-}
-
-/// (users rows, tasks rows, request-key rows) of a user.
-async fn user_rows(db: &tokio_postgres::Client, user: &str) -> (i64, i64, i64) {
-    let row = db
-        .query_one(
-            "SELECT (SELECT count(*) FROM users WHERE id = $1),
-                    (SELECT count(*) FROM tasks WHERE user_id = $1),
-                    (SELECT count(*) FROM idempotency_keys WHERE user_id = $1)",
-            &[&user],
-        )
-        .await
-        .expect("count rows");
-    (row.get(0), row.get(1), row.get(2))
 }
 
 /// A task's stored state, to prove a refusal changed nothing.
@@ -438,16 +394,18 @@ fn generated_authorization_headers_are_401_with_a_challenge_unless_well_formed()
         let verdict = auth_verdict(&rendered, &token);
         let response = if input.post {
             headers.push(json_type());
-            send(
-                &ctx.app,
-                Method::POST,
-                "/api/tasks",
-                &headers,
-                br#"{"title":"t"}"#.to_vec(),
-            )
-            .await
+            ctx.app
+                .send_raw(
+                    Method::POST,
+                    "/api/tasks",
+                    &headers,
+                    br#"{"title":"t"}"#.to_vec(),
+                )
+                .await
         } else {
-            send(&ctx.app, Method::GET, "/api/tasks", &headers, Vec::new()).await
+            ctx.app
+                .send_raw(Method::GET, "/api/tasks", &headers, Vec::new())
+                .await
         };
         let accepted = response.status.is_success();
         match verdict {
@@ -463,7 +421,7 @@ fn generated_authorization_headers_are_401_with_a_challenge_unless_well_formed()
         }
         let written = i64::from(accepted && input.post);
         prop_assert_eq!(
-            user_rows(&ctx.db, &user).await,
+            stored_rows(&ctx.db, &user).await,
             (written, written, written),
             "rows after {}",
             response.status
@@ -998,14 +956,15 @@ fn generated_token_structures_are_answered_by_the_contract() {
             return Err(TestCaseError::fail("token is not a header value"));
         };
         let headers = [(header::AUTHORIZATION, value), json_type()];
-        let response = send(
-            &ctx.app,
-            Method::POST,
-            "/api/tasks",
-            &headers,
-            br#"{"title":"t"}"#.to_vec(),
-        )
-        .await;
+        let response = ctx
+            .app
+            .send_raw(
+                Method::POST,
+                "/api/tasks",
+                &headers,
+                br#"{"title":"t"}"#.to_vec(),
+            )
+            .await;
         let accepted = response.status == StatusCode::CREATED;
         match verdict {
             Verdict::Accept => prop_assert!(
@@ -1025,7 +984,10 @@ fn generated_token_structures_are_answered_by_the_contract() {
             }
         }
         let written = i64::from(accepted);
-        prop_assert_eq!(user_rows(&ctx.db, &user).await, (written, written, written));
+        prop_assert_eq!(
+            stored_rows(&ctx.db, &user).await,
+            (written, written, written)
+        );
         Ok(())
     });
 }
@@ -1326,8 +1288,11 @@ fn generated_json_bodies_are_answered_by_the_contract_and_refusals_write_nothing
             Some(id) => task_row(&ctx.db, id).await,
             None => None,
         };
-        let rows_before = user_rows(&ctx.db, &user).await;
-        let response = send(&ctx.app, method, &path, &[bearer(&token), json_type()], raw).await;
+        let rows_before = stored_rows(&ctx.db, &user).await;
+        let response = ctx
+            .app
+            .send_raw(method, &path, &[bearer(&token), json_type()], raw)
+            .await;
         let duplicated: Vec<&str> = input
             .members
             .iter()
@@ -1388,7 +1353,7 @@ fn generated_json_bodies_are_answered_by_the_contract_and_refusals_write_nothing
                     prop_assert!(ok, "field {} expected {:?}", named, refused_field);
                 }
                 prop_assert_eq!(
-                    user_rows(&ctx.db, &user).await,
+                    stored_rows(&ctx.db, &user).await,
                     rows_before,
                     "a refusal wrote"
                 );
@@ -1530,7 +1495,7 @@ fn generated_content_types_are_json_or_415_and_refusals_write_nothing() {
             Some(id) => task_row(&ctx.db, id).await,
             None => None,
         };
-        let rows_before = user_rows(&ctx.db, &user).await;
+        let rows_before = stored_rows(&ctx.db, &user).await;
         let mut headers = vec![bearer(&token)];
         for line in &input.lines {
             let value = HeaderValue::from_bytes(&line.0).expect("generated field value");
@@ -1545,7 +1510,10 @@ fn generated_content_types_are_json_or_415_and_refusals_write_nothing() {
             Some(id) => (Method::PUT, format!("/api/tasks/{id}")),
             None => (Method::POST, "/api/tasks".to_owned()),
         };
-        let response = send(&ctx.app, method, &path, &headers, body.to_vec()).await;
+        let response = ctx
+            .app
+            .send_raw(method, &path, &headers, body.to_vec())
+            .await;
         let success = if input.put {
             StatusCode::OK
         } else {
@@ -1568,7 +1536,7 @@ fn generated_content_types_are_json_or_415_and_refusals_write_nothing() {
             }
         }
         if !response.status.is_success() {
-            prop_assert_eq!(user_rows(&ctx.db, &user).await, rows_before);
+            prop_assert_eq!(stored_rows(&ctx.db, &user).await, rows_before);
             if let Some(id) = &id {
                 prop_assert_eq!(&task_row(&ctx.db, id).await, &before);
             }
@@ -1683,7 +1651,7 @@ async fn write(
     if !body.is_empty() {
         headers.push(json_type());
     }
-    send(&ctx.app, method, &path, &headers, body).await
+    ctx.app.send_raw(method, &path, &headers, body).await
 }
 
 fn success_of(route: WriteRoute) -> StatusCode {
@@ -1701,7 +1669,7 @@ fn generated_idempotency_keys_are_400_naming_the_header_or_one_replayable_write(
         let task = ctx.app.create_task(&token, "keyed").await;
         let id = task["id"].as_str().expect("id").to_owned();
         let before = task_row(&ctx.db, &id).await;
-        let rows_before = user_rows(&ctx.db, &user).await;
+        let rows_before = stored_rows(&ctx.db, &user).await;
         let lines: Vec<(HeaderName, HeaderValue)> = input
             .lines
             .iter()
@@ -1714,7 +1682,11 @@ fn generated_idempotency_keys_are_400_naming_the_header_or_one_replayable_write(
         match canonical_key(&input.lines) {
             None => {
                 expect_error(&response, 400, "VALIDATION_ERROR", Some("Idempotency-Key"))?;
-                prop_assert_eq!(user_rows(&ctx.db, &user).await, rows_before, "a 400 wrote");
+                prop_assert_eq!(
+                    stored_rows(&ctx.db, &user).await,
+                    rows_before,
+                    "a 400 wrote"
+                );
                 prop_assert_eq!(&task_row(&ctx.db, &id).await, &before);
             }
             Some(key) => {
@@ -1725,7 +1697,7 @@ fn generated_idempotency_keys_are_400_naming_the_header_or_one_replayable_write(
                     response.body
                 );
                 prop_assert_eq!(response.header("idempotent-replayed"), None);
-                let after_first = user_rows(&ctx.db, &user).await;
+                let after_first = stored_rows(&ctx.db, &user).await;
                 let stored = task_row(&ctx.db, &id).await;
                 // The same key in its quoted form is the same key: a replay, nothing written.
                 let mut quoted = vec![b'"'];
@@ -1739,7 +1711,7 @@ fn generated_idempotency_keys_are_400_naming_the_header_or_one_replayable_write(
                 prop_assert_eq!(replay.status, response.status, "{:?}", replay.body);
                 prop_assert_eq!(replay.header("idempotent-replayed"), Some("true"));
                 prop_assert_eq!(&replay.body, &response.body);
-                prop_assert_eq!(user_rows(&ctx.db, &user).await, after_first);
+                prop_assert_eq!(stored_rows(&ctx.db, &user).await, after_first);
                 prop_assert_eq!(&task_row(&ctx.db, &id).await, &stored);
             }
         }
@@ -1932,14 +1904,10 @@ fn generated_conditional_headers_are_400_naming_them_or_answered_by_the_contract
         let task_etag = format!("\"{}\"", task["updated_at"].as_str().expect("updated_at"));
         let current = match input.target {
             Conditional::NoneMatchList => {
-                let list = send(
-                    &ctx.app,
-                    Method::GET,
-                    "/api/tasks",
-                    &[bearer(&token)],
-                    Vec::new(),
-                )
-                .await;
+                let list = ctx
+                    .app
+                    .send_raw(Method::GET, "/api/tasks", &[bearer(&token)], Vec::new())
+                    .await;
                 list.header(header::ETAG).expect("list ETag").to_owned()
             }
             _ => task_etag.clone(),
@@ -1963,25 +1931,27 @@ fn generated_conditional_headers_are_400_naming_them_or_answered_by_the_contract
             })
             .collect();
         let stored = task_row(&ctx.db, task["id"].as_str().expect("id")).await;
-        let rows_before = user_rows(&ctx.db, &user).await;
+        let rows_before = stored_rows(&ctx.db, &user).await;
         let response = match input.target {
             Conditional::Match(route) => write(ctx, &token, route, &id, &lines).await,
             Conditional::NoneMatchOne => {
                 let mut headers = vec![bearer(&token)];
                 headers.extend(lines);
-                send(
-                    &ctx.app,
-                    Method::GET,
-                    &format!("/api/tasks/{id}"),
-                    &headers,
-                    Vec::new(),
-                )
-                .await
+                ctx.app
+                    .send_raw(
+                        Method::GET,
+                        &format!("/api/tasks/{id}"),
+                        &headers,
+                        Vec::new(),
+                    )
+                    .await
             }
             Conditional::NoneMatchList => {
                 let mut headers = vec![bearer(&token)];
                 headers.extend(lines);
-                send(&ctx.app, Method::GET, "/api/tasks", &headers, Vec::new()).await
+                ctx.app
+                    .send_raw(Method::GET, "/api/tasks", &headers, Vec::new())
+                    .await
             }
         };
         let opaque = current
@@ -2035,7 +2005,7 @@ fn generated_conditional_headers_are_400_naming_them_or_answered_by_the_contract
                 &task_row(&ctx.db, task["id"].as_str().expect("id")).await,
                 &stored
             );
-            prop_assert_eq!(user_rows(&ctx.db, &user).await, rows_before);
+            prop_assert_eq!(stored_rows(&ctx.db, &user).await, rows_before);
         }
         Ok(())
     });
@@ -2096,7 +2066,10 @@ async fn seed(ctx: &Ctx, token: &str, user: &str, tasks: &[(u8, bool)]) {
         let id = task["id"].as_str().expect("id");
         if *done {
             let path = format!("/api/tasks/{id}/toggle");
-            let toggled = send(&ctx.app, Method::PATCH, &path, &[bearer(token)], Vec::new()).await;
+            let toggled = ctx
+                .app
+                .send_raw(Method::PATCH, &path, &[bearer(token)], Vec::new())
+                .await;
             assert_eq!(toggled.status, StatusCode::OK);
         }
         // Equal groups collide on purpose: the id breaks the tie (CONTRACT "Pagination").
@@ -2113,14 +2086,14 @@ async fn seed(ctx: &Ctx, token: &str, user: &str, tasks: &[(u8, bool)]) {
 }
 
 async fn page(ctx: &Ctx, token: &str, query: &str) -> TestResponse {
-    send(
-        &ctx.app,
-        Method::GET,
-        &format!("/api/tasks?{query}"),
-        &[bearer(token)],
-        Vec::new(),
-    )
-    .await
+    ctx.app
+        .send_raw(
+            Method::GET,
+            &format!("/api/tasks?{query}"),
+            &[bearer(token)],
+            Vec::new(),
+        )
+        .await
 }
 
 #[test]

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::jwks::{JwksServer, fixture};
-use common::{TestApp, TestResponse, inspect, spawn_app, spawn_app_with};
+use common::{
+    TestApp, TestResponse, bearer, inspect, json_type, spawn_app, spawn_app_with, stored_rows,
+};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -43,28 +45,17 @@ const BETTER_AUTH_URL: &str = "https://app.example.com";
 const STORM: usize = 50;
 
 async fn user_rows(user: &str) -> (i64, i64, i64) {
-    let row = inspect()
-        .await
-        .query_one(
-            "SELECT (SELECT count(*) FROM users WHERE id = $1),
-                    (SELECT count(*) FROM tasks WHERE user_id = $1),
-                    (SELECT count(*) FROM idempotency_keys WHERE user_id = $1)",
-            &[&user],
-        )
-        .await
-        .expect("count rows");
-    (row.get(0), row.get(1), row.get(2))
+    stored_rows(&inspect().await, user).await
 }
 
 async fn post_raw(app: &TestApp, token: &str, body: Vec<u8>) -> TestResponse {
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri("/api/tasks")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("request");
-    app.request(request).await
+    app.send_raw(
+        Method::POST,
+        "/api/tasks",
+        &[bearer(token), json_type()],
+        body,
+    )
+    .await
 }
 
 /// `{"title":"sized"}` padded with JSON whitespace to exactly `len` bytes.
@@ -183,16 +174,14 @@ async fn a_body_at_the_limit_is_accepted_one_byte_over_is_413_and_writes_nothing
     let (_, token) = app.new_user();
     let task = app.create_task(&token, "before").await;
     let path = format!("/api/tasks/{}", task["id"].as_str().expect("id"));
-    let request = Request::builder()
-        .method(Method::PUT)
-        .uri(&path)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body_of_len(BODY_MAX_BYTES + 1))))
-        .expect("request");
-    app.request(request)
-        .await
-        .assert_error(413, "PAYLOAD_TOO_LARGE");
+    app.send_raw(
+        Method::PUT,
+        &path,
+        &[bearer(&token), json_type()],
+        body_of_len(BODY_MAX_BYTES + 1),
+    )
+    .await
+    .assert_error(413, "PAYLOAD_TOO_LARGE");
     let after = app.send(Method::GET, &path, Some(&token), None).await;
     assert_eq!(after.json()["data"], task);
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, Request, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -203,6 +203,22 @@ impl TestApp {
     }
 
     /// A request with an optional bearer token and an optional JSON body.
+    /// A request with exactly these header lines (repeated names stay repeated) and body bytes.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Vec<u8>,
+    ) -> TestResponse {
+        let mut builder = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            builder = builder.header(name, value.clone());
+        }
+        self.request(builder.body(Full::new(Bytes::from(body))).expect("request"))
+            .await
+    }
+
     pub async fn send(
         &self,
         method: Method,
@@ -290,4 +306,34 @@ pub fn pooled_upstream() -> SocketAddr {
 pub fn with_application_name(url: &str, name: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}application_name={name}")
+}
+
+/// `Authorization: Bearer <token>`, for [`TestApp::send_raw`].
+pub fn bearer(token: &str) -> (HeaderName, HeaderValue) {
+    (
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).expect("token header"),
+    )
+}
+
+/// `Content-Type: application/json`, for [`TestApp::send_raw`].
+pub fn json_type() -> (HeaderName, HeaderValue) {
+    (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )
+}
+
+/// (users rows, tasks rows, request-key rows) of a user: what a refusal must leave unchanged.
+pub async fn stored_rows(db: &tokio_postgres::Client, user: &str) -> (i64, i64, i64) {
+    let row = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM users WHERE id = $1),
+                    (SELECT count(*) FROM tasks WHERE user_id = $1),
+                    (SELECT count(*) FROM idempotency_keys WHERE user_id = $1)",
+            &[&user],
+        )
+        .await
+        .expect("count rows");
+    (row.get(0), row.get(1), row.get(2))
 }
