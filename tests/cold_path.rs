@@ -88,3 +88,29 @@ async fn a_configured_key_set_needs_no_fetch_and_rotation_still_works() {
     assert_eq!(rotated.status, StatusCode::OK);
     assert_eq!(jwks.hits(), 1, "an unknown kid fetched the URL once");
 }
+
+/// A JWKS outage does not touch tokens the configured key set covers; a `kid` it lacks is 503
+/// (the token may be valid), as without `JWKS_JSON`.
+#[tokio::test]
+async fn a_configured_key_set_serves_through_a_jwks_outage() {
+    common::prepare_database().await;
+    let jwks = JwksServer::start(None).await;
+    let jwks_url = jwks.url();
+    let configured = fixture("eddsa.jwks.json");
+    let app = spawn_app_with(&[
+        ("JWKS_URL", &jwks_url),
+        ("JWKS_JSON", &configured),
+        ("JWT_ISSUER", BETTER_AUTH_URL),
+        ("JWT_AUDIENCE", BETTER_AUTH_URL),
+    ])
+    .await;
+    let known = app
+        .send(Method::GET, "/api/tasks", Some(&fixture("eddsa.jwt")), None)
+        .await;
+    assert_eq!(known.status, StatusCode::OK);
+    assert_eq!(jwks.hits(), 0);
+    app.send(Method::GET, "/api/tasks", Some(&fixture("es256.jwt")), None)
+        .await
+        .assert_error(503, "SERVICE_UNAVAILABLE");
+    assert_eq!(jwks.hits(), 1, "the unknown kid tried the URL once");
+}
