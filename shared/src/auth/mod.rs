@@ -11,6 +11,9 @@
 //! string of at most 255 code points without U+0000, `iss`/`aud` required and checked when
 //! `JWT_ISSUER`/`JWT_AUDIENCE` are set. An `email` the database could not store is dropped.
 //!
+//! Better Auth keys are fetched from `JWKS_URL` on first use (or by [`Verifier::prefetch`]) and
+//! refetched for an unknown `kid` at most once per 5 s (`jwks` has the rule and why).
+//!
 //! A token that verified is remembered until it would stop verifying (`cache`), so a browser
 //! sending the same token for 15 minutes pays for one signature check.
 
@@ -93,6 +96,18 @@ impl Verifier {
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             verified: TokenCache::default(),
+        }
+    }
+
+    /// Loads Better Auth's key set now, for an instance's init (issue 17): when `JWKS_URL` is
+    /// set and no key set was ever loaded (no `JWKS_JSON`, no fetch yet), fetches it through the
+    /// same single flight and 5 s rule as a request; otherwise does nothing. Never fails and
+    /// never waits longer than one fetch (`jwks::FETCH_TIMEOUT`): a failure is logged and left
+    /// to the first request, which fetches for itself (a failed prefetch opens no 5 s window,
+    /// so a JWKS host back by then is not answered 503).
+    pub async fn prefetch(&self) {
+        if let Some(jwks) = &self.jwks {
+            jwks.prefetch().await;
         }
     }
 
