@@ -30,7 +30,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 pub use cache::{Lifetime, TokenCache};
-pub use jwks::{JwksCache, JwksError};
+pub use jwks::{JwksCache, JwksError, REFETCH_INTERVAL};
 pub use ring_crypto::install as install_crypto;
 
 use crate::config::AuthSettings;
