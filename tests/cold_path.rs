@@ -7,10 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::jwks::{JwksServer, fixture};
+use common::jwks::{JwksServer, fixture, unknown_kid_token};
 use common::proxy::PgProxy;
 use common::{spawn_app_with, test_database_url};
 use http::{Method, StatusCode};
+use tasks_shared::auth::REFETCH_INTERVAL;
 
 const BETTER_AUTH_URL: &str = "https://app.example.com";
 const EACH: Duration = Duration::from_millis(600);
@@ -62,7 +63,9 @@ async fn the_jwks_fetch_and_the_first_connection_overlap() {
 }
 
 /// `JWKS_JSON` (the key set as configuration): a cold start verifies without fetching, and a
-/// `kid` the document lacks (keys rotated since it was configured) still reaches the URL.
+/// `kid` the document lacks (keys rotated since it was configured) still reaches the URL, under
+/// the same rule as without it: at once (nothing was fetched in the last 5 s), then no more
+/// fetches within 5 s of that one.
 #[tokio::test]
 async fn a_configured_key_set_needs_no_fetch_and_rotation_still_works() {
     common::prepare_database().await;
@@ -87,6 +90,17 @@ async fn a_configured_key_set_needs_no_fetch_and_rotation_still_works() {
         .await;
     assert_eq!(rotated.status, StatusCode::OK);
     assert_eq!(jwks.hits(), 1, "an unknown kid fetched the URL once");
+    let fetched = jwks.last_fetch_at().expect("fetched");
+    let sub = common::new_user_id();
+    for i in 0..10 {
+        let made_up = unknown_kid_token(&format!("made-up-{i}"), &sub);
+        app.send(Method::GET, "/api/tasks", Some(&made_up), None)
+            .await
+            .assert_error(401, "UNAUTHORIZED");
+    }
+    if fetched.elapsed() < REFETCH_INTERVAL - Duration::from_secs(1) {
+        assert_eq!(jwks.hits(), 1, "no refetch within 5 s of the fetch");
+    }
 }
 
 /// A JWKS outage does not touch tokens the configured key set covers; a `kid` it lacks is 503

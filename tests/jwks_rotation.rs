@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::events::{authorize, event};
 use common::functions::{Function, body_json};
-use common::jwks::{JwksServer, fixture, key_sets, unknown_kid_token};
+use common::jwks::{JwksServer, allowed_fetches, fixture, key_sets, unknown_kid_token};
 use common::{TestApp, TestResponse, spawn_app_with, test_database_url};
 use http::{Method, StatusCode};
 use serde_json::Value;
@@ -56,11 +56,6 @@ async fn better_auth_app(jwks: &JwksServer, extra: &[(&str, &str)]) -> TestApp {
 
 async fn list(app: &TestApp, token: &str) -> TestResponse {
     app.send(Method::GET, "/api/tasks", Some(token), None).await
-}
-
-/// Fetches allowed in `elapsed` by the rule: the first, then one per 5 s.
-fn allowed_fetches(elapsed: Duration) -> usize {
-    1 + (elapsed.as_millis() / REFETCH_INTERVAL.as_millis()) as usize
 }
 
 /// `FLOOD` concurrent `method /api/tasks/{id}` (a test's own route, so that it can tell its

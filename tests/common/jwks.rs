@@ -143,6 +143,12 @@ pub fn fixture(name: &str) -> String {
         .to_owned()
 }
 
+/// JWKS fetches the refetch rule allows an instance in `elapsed`: the first, then one per 5 s.
+pub fn allowed_fetches(elapsed: std::time::Duration) -> usize {
+    let window = tasks_shared::auth::REFETCH_INTERVAL;
+    1 + (elapsed.as_millis() / window.as_millis()) as usize
+}
+
 /// One JWKS document holding the keys of all the named fixture key sets: Better Auth's set after
 /// a rotation (the new key, and the old one kept for its grace period).
 pub fn key_sets(names: &[&str]) -> String {
