@@ -10,8 +10,8 @@
 //!   serving;
 //! - list `limit`: 1..=500, default 100, and a page never holds more;
 //! - JWKS refetch storm: 50 concurrent tokens, each with a different unknown `kid`, cost at most
-//!   one JWKS fetch per window (`shared/src/auth/jwks.rs`: one per 60 s, or one per 5 s after a
-//!   failed fetch) and are all answered 401 (503 while the JWKS is down), none 500.
+//!   one JWKS fetch per window (`shared/src/auth/jwks.rs`: one per 5 s, good or failed) and are
+//!   all answered 401 (503 while the JWKS is down), none 500.
 
 mod common;
 
