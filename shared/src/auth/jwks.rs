@@ -186,6 +186,13 @@ impl JwksCache {
 }
 
 /// Where key sets come from: `JWKS_URL`, or in unit tests a script.
+#[cfg_attr(
+    test,
+    expect(
+        clippy::large_enum_variant,
+        reason = "one per instance; the small variant exists only in unit tests"
+    )
+)]
 enum Source {
     Http(HttpSource),
     #[cfg(test)]
