@@ -37,7 +37,7 @@ for rev in "${revs[@]}"; do
 done
 echo "building $function and cold-bench from the working tree into $target" >&2
 CARGO_TARGET_DIR="$target" cargo build --release --quiet -p "$function"
-CARGO_TARGET_DIR="$target" cargo build --release --quiet --bin cold-bench
+CARGO_TARGET_DIR="$target" cargo build --release --quiet -p tasks-tools --bin cold-bench
 builds+=(--build "now=$target/release")
 
 database_url=${COLD_DATABASE_URL:-}

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
-use tasks_api::runtime_api::{Outcome, RuntimeApi, lambda_environment};
 use tasks_shared::http::ROUTES;
+use tasks_tools::runtime_api::{Outcome, RuntimeApi, lambda_environment};
 use tokio::process::{Child, Command};
 
 /// The directory holding the seven function binaries. `TASKS_FUNCTION_DIR` names prebuilt ones
@@ -20,25 +20,45 @@ pub fn binaries_dir() -> PathBuf {
         if let Ok(dir) = std::env::var("TASKS_FUNCTION_DIR") {
             return PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
         }
-        let mut command = std::process::Command::new(env!("CARGO"));
-        command.args(["build", "--quiet"]);
-        for route in &ROUTES {
-            command.args(["-p", route.function.name()]);
-        }
-        command.args(["-p", tasks_shared::http::routes::CATCH_ALL]);
-        let status = command
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the function binaries failed");
-        // target/debug/deps/<this test> → target/debug
-        let exe = std::env::current_exe().expect("test executable");
-        exe.parent()
-            .and_then(|deps| deps.parent())
-            .expect("target dir")
-            .to_path_buf()
+        let mut packages = vec![tasks_shared::http::routes::CATCH_ALL];
+        packages.extend(ROUTES.iter().map(|route| route.function.name()));
+        cargo_build(&packages, None);
+        build_dir()
     })
     .clone()
+}
+
+/// A binary of the tools crate (e.g. `fleet`), built here like the functions: `cargo test`
+/// gives `CARGO_BIN_EXE_*` only for the tested package's own binaries.
+pub fn tool_binary(name: &str) -> PathBuf {
+    cargo_build(&["tasks-tools"], Some(name));
+    build_dir().join(name)
+}
+
+/// `cargo build` (debug, this target directory) of `packages`, or only `bin` of them.
+fn cargo_build(packages: &[&str], bin: Option<&str>) {
+    let mut command = std::process::Command::new(env!("CARGO"));
+    command.args(["build", "--quiet"]);
+    for package in packages {
+        command.args(["-p", package]);
+    }
+    if let Some(bin) = bin {
+        command.args(["--bin", bin]);
+    }
+    let status = command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building {packages:?} failed");
+}
+
+/// Where this test's debug binaries are: target/debug/deps/<this test> → target/debug.
+fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// A function process attached to its own Runtime API.

@@ -11,9 +11,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tasks_api::dev::{TokenOptions, mint_hs256};
-use tasks_api::runtime_api::{Outcome, RuntimeApi, lambda_environment};
 use tasks_shared::http::ROUTES;
+use tasks_tools::runtime_api::{Outcome, RuntimeApi, lambda_environment};
+use tasks_tools::tokens::{TokenOptions, mint_hs256};
 use tokio::process::Command;
 
 const SECRET: &str = "lambda-bench-secret-0123456789abcdef0123";
@@ -27,7 +27,10 @@ fn arg(name: &str, default: &str) -> String {
 }
 
 fn event(function: &str, token: &str) -> Value {
-    let path = format!("{}/events/{function}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/events/{function}.json",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/..")
+    );
     let mut event: Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("event")).expect("json");
     if event["headers"].get("authorization").is_some() {

@@ -37,7 +37,7 @@ use ring::signature::{
     RsaKeyPair, RsaPublicKeyComponents,
 };
 use serde_json::json;
-use tasks_api::dev::{TokenOptions, mint_hs256};
+use tasks_tools::tokens::{TokenOptions, mint_hs256};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Family {

@@ -42,12 +42,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tasks_api::dev::{TokenOptions, mint_hs256};
-use tasks_api::runtime_api::{Outcome, RuntimeApi, lambda_environment};
 use tasks_shared::auth::{Identity, JwksCache};
 use tasks_shared::config::DatabaseSettings;
 use tasks_shared::db::Database;
 use tasks_shared::tasks::ListQuery;
+use tasks_tools::runtime_api::{Outcome, RuntimeApi, lambda_environment};
+use tasks_tools::tokens::{TokenOptions, mint_hs256};
 use tokio::process::Command;
 
 const SECRET: &str = "cold-bench-secret-0123456789abcdef01234567";
@@ -95,7 +95,7 @@ struct Options {
 }
 
 fn options() -> Result<Options, String> {
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let mut options = Options {
         builds: Vec::new(),
         function: "list-tasks".into(),
@@ -235,7 +235,10 @@ struct Setup {
 }
 
 fn event(function: &str, token: &str) -> Result<Value, String> {
-    let path = format!("{}/events/{function}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/events/{function}.json",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/..")
+    );
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     let mut event: Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
     if event["headers"].get("authorization").is_some() {

@@ -9,7 +9,7 @@
 //! Each request is matched against `ROUTES` (anything else goes to the `not-found` catch-all,
 //! as `template.yaml`'s `$default` route), turned into the API Gateway v2 event and handed to an
 //! *instance* of that route's function: one child process of its binary in `--bin-dir`, with the
-//! Lambda environment and its own Runtime API endpoint (`tasks_api::runtime_api`), serving one
+//! Lambda environment and its own Runtime API endpoint (`tasks_tools::runtime_api`), serving one
 //! request at a time. A request that finds every instance of its function busy starts a new one
 //! (a cold start); an instance idle for `--idle-timeout` seconds is stopped (scale to zero).
 //! `--max-instances` caps the instances per function (like reserved concurrency): further
@@ -46,9 +46,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
-use tasks_api::runtime_api::{Outcome, RuntimeApi, lambda_environment};
 use tasks_shared::http::routes::CATCH_ALL;
 use tasks_shared::http::{ROUTES, resolve};
+use tasks_tools::runtime_api::{Outcome, RuntimeApi, lambda_environment};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
