@@ -210,8 +210,7 @@ fn cors_lists_cover_the_contracts_headers() {
 }
 
 fn event(path: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+    tasks_tools::events::load(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Every fixture in `events/` is an API Gateway v2 event for one of the routes, or for the

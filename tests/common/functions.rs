@@ -61,45 +61,45 @@ fn build_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// A function process attached to its own Runtime API.
-pub struct Function {
-    pub api: RuntimeApi,
-    pub child: Child,
+/// A function process attached to its own Runtime API (`api`, `child` and the rest of
+/// [`FunctionProcess`] through `Deref`).
+pub struct Function(FunctionProcess);
+
+impl std::ops::Deref for Function {
+    type Target = FunctionProcess;
+    fn deref(&self) -> &FunctionProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Function {
+    fn deref_mut(&mut self) -> &mut FunctionProcess {
+        &mut self.0
+    }
 }
 
 impl Function {
     /// Starts `name` with the Lambda environment plus `vars` (nothing else is inherited but
     /// PATH, so the developer's shell cannot leak configuration in).
     pub async fn start(name: &str, vars: &[(&str, String)]) -> Self {
-        let api = RuntimeApi::start().await.expect("runtime api");
-        let binary = binaries_dir().join(name);
         // e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu" to run arm64 binaries on x86_64.
         let runner = std::env::var("TASKS_FUNCTION_RUNNER").unwrap_or_default();
-        let mut words = runner.split_whitespace();
-        let mut command = match words.next() {
-            Some(program) => {
-                let mut command = Command::new(program);
-                command.args(words).arg(&binary);
-                command
-            }
-            None => Command::new(&binary),
+        let spec = FunctionSpec {
+            name: name.to_owned(),
+            binary: binaries_dir().join(name),
+            env: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            runner: runner.split_whitespace().map(str::to_owned).collect(),
+            ..FunctionSpec::default()
         };
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(lambda_environment(&api, name))
-            .envs(vars.iter().map(|(k, v)| (k.to_string(), v.clone())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let child = command.spawn().expect("spawn function");
-        Self { api, child }
+        Self(FunctionProcess::spawn(&spec).await.expect("spawn function"))
     }
 
     pub async fn invoke(&self, event: &Value) -> Outcome {
-        self.api
-            .invoke(event.clone(), Duration::from_secs(20))
+        self.0
+            .invoke(event, Duration::from_secs(20))
             .await
             .expect("the function answered in time")
     }
