@@ -3,8 +3,6 @@
 
 use serde_json::Value;
 
-pub use tasks_tools::events::authorize;
-
 pub fn event(name: &str) -> Value {
     tasks_tools::events::fixture(name).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -12,4 +10,9 @@ pub fn event(name: &str) -> Value {
 /// The event addressed to task `id` instead of the fixture's.
 pub fn for_task(event: Value, id: &str) -> Value {
     tasks_tools::events::for_task(event, id).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The event with `Authorization: Bearer <token>`.
+pub fn authorize(event: Value, token: &str) -> Value {
+    tasks_tools::events::authorize(event, token)
 }

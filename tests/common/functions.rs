@@ -1,16 +1,15 @@
 //! The real function binaries, built once per test process, run under the in-test Runtime API.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
 use tasks_shared::http::ROUTES;
-use tasks_tools::runtime_api::{Outcome, RuntimeApi, lambda_environment};
-use tokio::process::{Child, Command};
+use tasks_tools::function::{FunctionProcess, FunctionSpec};
+use tasks_tools::runtime_api::Outcome;
 
-/// The directory holding the seven function binaries. `TASKS_FUNCTION_DIR` names prebuilt ones
+/// The directory holding the eight function binaries. `TASKS_FUNCTION_DIR` names prebuilt ones
 /// (CI: the arm64 release binaries that ship, run with `TASKS_FUNCTION_RUNNER=qemu-aarch64 …`);
 /// otherwise they are built here (debug profile, same target directory), since `cargo test`
 /// builds only test harnesses for other packages' binaries.

@@ -157,18 +157,5 @@ async fn run(options: Options) -> Result<(), String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let options = match options() {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("lambda-bench: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(options).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("lambda-bench: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    tasks_tools::run_tool("lambda-bench", options(), run).await
 }

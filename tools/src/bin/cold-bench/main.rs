@@ -537,18 +537,5 @@ async fn run(options: Options) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let options = match options() {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("cold-bench: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(options).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("cold-bench: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    tasks_tools::run_tool("cold-bench", options(), run).await
 }
