@@ -2,17 +2,23 @@
 # Cold start with injected latency (BENCHMARKS.md "Lambda: cold start over a slow network"):
 # spawn → first response of a real function binary (list-tasks) with a delaying TCP proxy in
 # front of a TLS + SCRAM PostgreSQL (1 ms each way) and one in front of the JWKS endpoint
-# (25 ms each way), for HS256 and for Better Auth EdDSA tokens, built from each REV and from
-# the working tree.
+# (25 ms each way), for HS256, Better Auth EdDSA tokens (JWKS fetched) and the same with
+# JWKS_JSON (nothing fetched), built from each REV and from the working tree.
 #
 #   scripts/bench-cold.sh [REV ...]      # default REV: ff5ad38~1, the commit before the overlap
+#   scripts/bench-cold.sh now            # the working tree only
+#   MEMORY=none,128 scripts/bench-cold.sh now   # whole core and Lambda's 128 MB CPU quota
 #
 # Each REV is checked out (git worktree, detached) in $COLD_BEFORE_SRC/<sha> and built there
 # with CARGO_TARGET_DIR=$COLD_BEFORE_TARGET/<sha>; the working tree builds into
 # ${CARGO_TARGET_DIR:-target}. The database is a throwaway cluster (ssl=on, SCRAM only, a
 # certificate for localhost from a CA made here with openssl), deleted on exit; set
 # COLD_DATABASE_URL to use another (its host name must resolve to 127.0.0.1 first).
-# SPAWNS=20 DB_DELAY_MS=1 JWKS_DELAY_MS=25 FAMILIES=hs256,eddsa FUNCTION=list-tasks by default.
+# SPAWNS=20 DB_DELAY_MS=1 JWKS_DELAY_MS=25 FAMILIES=hs256,eddsa,eddsa-json FUNCTION=list-tasks
+# MEMORY=none (a whole core; or MB, comma-separated: each is a CPU model of the same run)
+# THROTTLE=init-free (Lambda's: quota from the first invocation/next; or always) by default.
+# A CPU model needs a writable cgroup cpu controller (root here); without one cold-bench says
+# so and prints no figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -22,9 +28,10 @@ target_root=$(realpath -m "${COLD_BEFORE_TARGET:-$target/cold-before/target}")
 function=${FUNCTION:-list-tasks}
 revs=("$@")
 [ ${#revs[@]} -gt 0 ] || revs=(ff5ad38~1)
+[ "${revs[*]}" = now ] && revs=()
 
 builds=()
-for rev in "${revs[@]}"; do
+for rev in ${revs[@]+"${revs[@]}"}; do
     sha=$(git rev-parse --short "$rev^{commit}")
     src="$src_root/$sha"
     if [ ! -d "$src" ]; then
@@ -37,7 +44,7 @@ for rev in "${revs[@]}"; do
 done
 echo "building $function and cold-bench from the working tree into $target" >&2
 CARGO_TARGET_DIR="$target" cargo build --release --quiet -p "$function"
-CARGO_TARGET_DIR="$target" cargo build --release --quiet --bin cold-bench
+CARGO_TARGET_DIR="$target" cargo build --release --quiet -p tasks-tools --bin cold-bench
 builds+=(--build "now=$target/release")
 
 database_url=${COLD_DATABASE_URL:-}
@@ -87,4 +94,5 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 "$target/release/cold-bench" "${builds[@]}" --function "$function" \
     --database-url "$database_url" --spawns "${SPAWNS:-20}" \
     --db-delay-ms "${DB_DELAY_MS:-1}" --jwks-delay-ms "${JWKS_DELAY_MS:-25}" \
-    --families "${FAMILIES:-hs256,eddsa}" --fixtures "$repo/tests/fixtures/better-auth"
+    --families "${FAMILIES:-hs256,eddsa,eddsa-json}" --fixtures "$repo/tests/fixtures/better-auth" \
+    --memory "${MEMORY:-none}" --throttle "${THROTTLE:-init-free}"

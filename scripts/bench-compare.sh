@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 before=$1 after=$2
 rounds=${ROUNDS:-3} secs=${SECS:-20} users=${USERS:-100} pool=${POOL:-16}
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet --bin loadgen
+cargo build --release --quiet -p tasks-tools --bin loadgen
 run() {
   local label=$1 bin=$2 port=$3
   psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS tasks_compare" >/dev/null 2>&1

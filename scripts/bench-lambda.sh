@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(health list-tasks create-task get-task update-task delete-task toggle-task)
 cargo build --release --quiet $(printf -- "-p %s " "${packages[@]}")
-cargo build --release --quiet --bin lambda-bench
+cargo build --release --quiet -p tasks-tools --bin lambda-bench
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 target/release/lambda-bench --dir target/release --spawns "${SPAWNS:-20}" --warm "${WARM:-1000}"

@@ -15,7 +15,7 @@ jwks_port="${JWKS_PORT:-8078}"
 bin="${CARGO_TARGET_DIR:-target}/release"
 db=tasks_bench
 issuer=https://app.example.com
-cargo build --release --quiet --bin tasks-api --bin loadgen
+cargo build --release --quiet -p tasks-api -p tasks-tools --bin tasks-api --bin loadgen
 psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 signer=()

@@ -3,5 +3,4 @@
 //! calling the same handlers) and development tokens.
 
 pub mod dev;
-pub mod runtime_api;
 pub mod server;

@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
-//! The fleet (`src/bin/fleet.rs`): a local API Gateway running the real function binaries under
+//! The fleet (`tools/src/bin/fleet/`): a local API Gateway running the real function binaries under
 //! Lambda's concurrency model. Two requests that arrive while their function's only instance is
 //! busy run on two instances (two cold starts); a later request reuses a warm one; every route
 //! reaches its function and the rest the catch-all; idle instances exit after the idle timeout.
@@ -64,7 +64,7 @@ async fn busy_instances_scale_out_warm_ones_are_reused_idle_ones_exit() {
     proxy.delay_connects(Duration::from_millis(700));
     let secret = "fleet-test-secret-0123456789abcdef0123456789";
     let port = common::tools::free_port();
-    let mut fleet = Command::new(env!("CARGO_BIN_EXE_fleet"))
+    let mut fleet = Command::new(common::functions::tool_binary("fleet"))
         .args(["--bin-dir", &dir.display().to_string()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--idle-timeout", "1.5", "--quiet"])

@@ -12,7 +12,7 @@ use common::{prepare_database, test_database_url};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tasks_api::dev::{TokenOptions, mint_hs256};
-use tasks_api::runtime_api::Outcome;
+use tasks_tools::runtime_api::Outcome;
 
 const SECRET: &str = "runtime-api-test-secret-0123456789abcdef";
 

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use divan::Bencher;
 use tasks_shared::auth::Verifier;
 use tasks_shared::config::AuthSettings;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tasks_tools::jwks::JwksServer;
+use tasks_tools::tokens::{TokenOptions, mint_hs256};
 use tokio::runtime::Runtime;
 
 fn main() {
@@ -38,31 +39,17 @@ fn runtime() -> &'static Runtime {
     })
 }
 
-/// Serves one fixed JWKS document over HTTP on 127.0.0.1 and returns its URL.
-fn serve_jwks(document: String) -> String {
-    runtime().block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let mut request = vec![0u8; 4096];
-                let _ = stream.read(&mut request).await;
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{document}",
-                    document.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            }
-        });
-        url
-    })
-}
-
-/// A verifier whose cache already holds the key for `token`.
-fn warm_verifier(name: &str) -> (Verifier, String) {
+/// A verifier whose cache already holds the key for `token`, and the JWKS server it fetched
+/// the key from (stopped when dropped).
+fn warm_verifier(name: &str) -> (Verifier, String, JwksServer) {
     let token = fixture(&format!("{name}.jwt"));
+    let jwks = runtime()
+        .block_on(JwksServer::start(Some(fixture(&format!(
+            "{name}.jwks.json"
+        )))))
+        .expect("JWKS server");
     let settings = AuthSettings {
-        jwks_url: Some(serve_jwks(fixture(&format!("{name}.jwks.json")))),
+        jwks_url: Some(jwks.url()),
         issuer: Some("https://app.example.com".into()),
         audience: Some("https://app.example.com".into()),
         ..AuthSettings::default()
@@ -71,12 +58,12 @@ fn warm_verifier(name: &str) -> (Verifier, String) {
     runtime()
         .block_on(verifier.verify(&token))
         .expect("fixture token verifies");
-    (verifier, token)
+    (verifier, token, jwks)
 }
 
 #[divan::bench(args = ["eddsa", "es256", "rs256", "ps256"])]
 fn verify_better_auth(bencher: Bencher, name: &str) {
-    let (verifier, token) = warm_verifier(name);
+    let (verifier, token, _jwks) = warm_verifier(name);
     bencher.bench_local(|| {
         runtime()
             .block_on(verifier.verify_uncached(divan::black_box(&token)))
@@ -87,7 +74,7 @@ fn verify_better_auth(bencher: Bencher, name: &str) {
 /// The same token again: answered by the cache of verified tokens.
 #[divan::bench(args = ["eddsa"])]
 fn verify_cached(bencher: Bencher, name: &str) {
-    let (verifier, token) = warm_verifier(name);
+    let (verifier, token, _jwks) = warm_verifier(name);
     bencher.bench_local(|| {
         runtime()
             .block_on(verifier.verify(divan::black_box(&token)))
@@ -103,17 +90,12 @@ fn verify_hs256(bencher: Bencher) {
         ..AuthSettings::default()
     };
     let verifier = Verifier::new(&settings);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let claims = serde_json::json!({"sub": "bench-user", "email": "b@example.com", "iat": now, "exp": now + 3600});
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encode");
+    let options = TokenOptions {
+        email: Some("b@example.com"),
+        ttl_seconds: 3600,
+        ..TokenOptions::default()
+    };
+    let token = mint_hs256(secret, "bench-user", &options);
     runtime()
         .block_on(verifier.verify(&token))
         .expect("verifies");

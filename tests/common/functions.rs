@@ -1,16 +1,15 @@
 //! The real function binaries, built once per test process, run under the in-test Runtime API.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
-use tasks_api::runtime_api::{Outcome, RuntimeApi, lambda_environment};
 use tasks_shared::http::ROUTES;
-use tokio::process::{Child, Command};
+use tasks_tools::function::{FunctionProcess, FunctionSpec};
+use tasks_tools::runtime_api::Outcome;
 
-/// The directory holding the seven function binaries. `TASKS_FUNCTION_DIR` names prebuilt ones
+/// The directory holding the eight function binaries. `TASKS_FUNCTION_DIR` names prebuilt ones
 /// (CI: the arm64 release binaries that ship, run with `TASKS_FUNCTION_RUNNER=qemu-aarch64 …`);
 /// otherwise they are built here (debug profile, same target directory), since `cargo test`
 /// builds only test harnesses for other packages' binaries.
@@ -20,66 +19,86 @@ pub fn binaries_dir() -> PathBuf {
         if let Ok(dir) = std::env::var("TASKS_FUNCTION_DIR") {
             return PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
         }
-        let mut command = std::process::Command::new(env!("CARGO"));
-        command.args(["build", "--quiet"]);
-        for route in &ROUTES {
-            command.args(["-p", route.function.name()]);
-        }
-        command.args(["-p", tasks_shared::http::routes::CATCH_ALL]);
-        let status = command
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the function binaries failed");
-        // target/debug/deps/<this test> → target/debug
-        let exe = std::env::current_exe().expect("test executable");
-        exe.parent()
-            .and_then(|deps| deps.parent())
-            .expect("target dir")
-            .to_path_buf()
+        let mut packages = vec![tasks_shared::http::routes::CATCH_ALL];
+        packages.extend(ROUTES.iter().map(|route| route.function.name()));
+        cargo_build(&packages, None);
+        build_dir()
     })
     .clone()
 }
 
-/// A function process attached to its own Runtime API.
-pub struct Function {
-    pub api: RuntimeApi,
-    pub child: Child,
+/// A binary of the tools crate (e.g. `fleet`), built here like the functions: `cargo test`
+/// gives `CARGO_BIN_EXE_*` only for the tested package's own binaries.
+pub fn tool_binary(name: &str) -> PathBuf {
+    cargo_build(&["tasks-tools"], Some(name));
+    build_dir().join(name)
+}
+
+/// `cargo build` (debug, this target directory) of `packages`, or only `bin` of them.
+fn cargo_build(packages: &[&str], bin: Option<&str>) {
+    let mut command = std::process::Command::new(env!("CARGO"));
+    command.args(["build", "--quiet"]);
+    for package in packages {
+        command.args(["-p", package]);
+    }
+    if let Some(bin) = bin {
+        command.args(["--bin", bin]);
+    }
+    let status = command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building {packages:?} failed");
+}
+
+/// Where this test's debug binaries are: target/debug/deps/<this test> → target/debug.
+fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// A function process attached to its own Runtime API (`api`, `child` and the rest of
+/// [`FunctionProcess`] through `Deref`).
+pub struct Function(FunctionProcess);
+
+impl std::ops::Deref for Function {
+    type Target = FunctionProcess;
+    fn deref(&self) -> &FunctionProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Function {
+    fn deref_mut(&mut self) -> &mut FunctionProcess {
+        &mut self.0
+    }
 }
 
 impl Function {
     /// Starts `name` with the Lambda environment plus `vars` (nothing else is inherited but
     /// PATH, so the developer's shell cannot leak configuration in).
     pub async fn start(name: &str, vars: &[(&str, String)]) -> Self {
-        let api = RuntimeApi::start().await.expect("runtime api");
-        let binary = binaries_dir().join(name);
         // e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu" to run arm64 binaries on x86_64.
         let runner = std::env::var("TASKS_FUNCTION_RUNNER").unwrap_or_default();
-        let mut words = runner.split_whitespace();
-        let mut command = match words.next() {
-            Some(program) => {
-                let mut command = Command::new(program);
-                command.args(words).arg(&binary);
-                command
-            }
-            None => Command::new(&binary),
+        let spec = FunctionSpec {
+            name: name.to_owned(),
+            binary: binaries_dir().join(name),
+            env: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            runner: runner.split_whitespace().map(str::to_owned).collect(),
+            ..FunctionSpec::default()
         };
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(lambda_environment(&api, name))
-            .envs(vars.iter().map(|(k, v)| (k.to_string(), v.clone())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let child = command.spawn().expect("spawn function");
-        Self { api, child }
+        Self(FunctionProcess::spawn(&spec).await.expect("spawn function"))
     }
 
     pub async fn invoke(&self, event: &Value) -> Outcome {
-        self.api
-            .invoke(event.clone(), Duration::from_secs(20))
+        self.0
+            .invoke(event, Duration::from_secs(20))
             .await
             .expect("the function answered in time")
     }

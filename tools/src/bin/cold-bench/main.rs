@@ -15,40 +15,38 @@
 //!
 //!     cold-bench --build before=/tmp/before/release --build after=target/release \
 //!         --database-url 'postgres://postgres:PW@localhost:5433/tasks_bench?sslmode=require&sslrootcert=/tmp/ca.pem' \
-//!         --db-delay-ms 1 --jwks-delay-ms 25 --families hs256,eddsa --spawns 20
+//!         --db-delay-ms 1 --jwks-delay-ms 25 --families hs256,eddsa,eddsa-json --spawns 20 \
+//!         [--memory 128 [--throttle init-free|always]]
 //!
 //! scripts/bench-cold.sh builds everything and starts a throwaway TLS PostgreSQL for it.
+//! `--memory MB` runs the function processes under Lambda's CPU quota for that size
+//! (`tasks_tools::lambda_cpu`: init unthrottled, the quota from the first `invocation/next` on;
+//! `--throttle always`: from the spawn on). Every first response must be the fixture's status
+//! (200 for list-tasks), or the run fails without a table.
 //! Token families: `hs256` (a minted token, `JWT_SECRET`), `eddsa` (the real Better Auth token
 //! `tests/fixtures/better-auth/eddsa.jwt`, valid until 2126, served its JWKS over plain HTTP
 //! through the proxy as `JWKS_URL`), `eddsa-json` (the same, plus the key set as `JWKS_JSON`:
-//! builds that know that variable fetch nothing).
+//! builds that know that variable fetch nothing). All three by default.
 
 mod delay_proxy;
 
 use std::collections::BTreeSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{ExitCode, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use delay_proxy::DelayProxy;
-use http::Response;
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
-use tasks_api::dev::{TokenOptions, mint_hs256};
-use tasks_api::runtime_api::{Outcome, RuntimeApi, lambda_environment};
+use serde_json::Value;
 use tasks_shared::auth::{Identity, JwksCache};
 use tasks_shared::config::DatabaseSettings;
 use tasks_shared::db::Database;
 use tasks_shared::tasks::ListQuery;
-use tokio::process::Command;
+use tasks_tools::events::{fixture_status, signed_fixture};
+use tasks_tools::function::{FunctionProcess, FunctionSpec};
+use tasks_tools::jwks::JwksServer;
+use tasks_tools::lambda_cpu::{CpuGroup, CpuModel};
+use tasks_tools::tokens::hs256_for;
 
 const SECRET: &str = "cold-bench-secret-0123456789abcdef01234567";
 /// `iss` and `aud` of the Better Auth fixtures.
@@ -92,20 +90,24 @@ struct Options {
     db_delay: Duration,
     jwks_delay: Duration,
     fixtures: PathBuf,
+    /// CPU models to run every build under (interleaved like the builds).
+    cpus: Vec<CpuModel>,
 }
 
 fn options() -> Result<Options, String> {
-    let root = env!("CARGO_MANIFEST_DIR");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let mut options = Options {
         builds: Vec::new(),
         function: "list-tasks".into(),
-        families: vec![Family::Hs256, Family::EdDsa],
+        families: vec![Family::Hs256, Family::EdDsa, Family::EdDsaJson],
         spawns: 20,
         database_url: "postgres://postgres@127.0.0.1:5432/tasks_bench".into(),
         db_delay: Duration::from_millis(1),
         jwks_delay: Duration::from_millis(25),
         fixtures: PathBuf::from(format!("{root}/tests/fixtures/better-auth")),
+        cpus: vec![CpuModel::WholeCore],
     };
+    let (mut memory, mut throttle) = (None, None);
     let millis = |value: &str, name: &str| {
         value
             .parse::<u64>()
@@ -140,9 +142,17 @@ fn options() -> Result<Options, String> {
             "--db-delay-ms" => options.db_delay = millis(&value, "--db-delay-ms")?,
             "--jwks-delay-ms" => options.jwks_delay = millis(&value, "--jwks-delay-ms")?,
             "--fixtures" => options.fixtures = PathBuf::from(value),
+            "--memory" => memory = Some(value),
+            "--throttle" => throttle = Some(value),
             _ => return Err(format!("unknown option {flag}")),
         }
     }
+    options.cpus = memory
+        .as_deref()
+        .unwrap_or("none")
+        .split(',')
+        .map(|mb| CpuModel::parse(Some(mb), throttle.as_deref()))
+        .collect::<Result<_, _>>()?;
     if options.builds.is_empty() {
         options.builds.push((
             "current".into(),
@@ -176,72 +186,10 @@ fn split_url(url: &str) -> Result<(&str, &str, u16, &str), String> {
     Ok((&url[..host_start], host, port, &url[authority_end..]))
 }
 
-/// A JWKS endpoint over plain HTTP (the functions accept an `http://` `JWKS_URL`), counting
-/// fetches. The delay is the proxy's, not the server's.
-struct JwksServer {
-    address: SocketAddr,
-    hits: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for JwksServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl JwksServer {
-    async fn start(document: String) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
-        let hits = Arc::new(AtomicUsize::new(0));
-        let document = Bytes::from(document);
-        let counter = hits.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (document, counter) = (document.clone(), counter.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |_request| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        let mut response = Response::new(Full::new(document.clone()));
-                        response.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("application/json"),
-                        );
-                        async move { Ok::<_, Infallible>(response) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Ok(Self {
-            address,
-            hits,
-            task,
-        })
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
 /// What one spawned function needs: its environment beyond Lambda's, and its event.
 struct Setup {
-    env: Vec<(&'static str, String)>,
+    env: Vec<(String, String)>,
     event: Value,
-}
-
-fn event(function: &str, token: &str) -> Result<Value, String> {
-    let path = format!("{}/events/{function}.json", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-    let mut event: Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-    if event["headers"].get("authorization").is_some() {
-        event["headers"]["authorization"] = json!(format!("Bearer {token}"));
-    }
-    Ok(event)
 }
 
 struct Sample {
@@ -249,47 +197,37 @@ struct Sample {
     cold: Duration,
     /// Spawn → first `invocation/next` (Lambda's init phase).
     init: Option<Duration>,
-    status: u64,
+    /// 20 ms periods in which the process ran out of CPU quota.
+    throttled_periods: u64,
     jwks_fetches: usize,
 }
 
 async fn cold_start(
-    binary: &PathBuf,
-    function: &str,
-    setup: &Setup,
+    spec: &FunctionSpec,
+    event: &Value,
     jwks: &JwksServer,
 ) -> Result<Sample, String> {
-    let api = RuntimeApi::start()
-        .await
-        .map_err(|e| format!("runtime api: {e}"))?;
     let fetches_before = jwks.hits();
-    let started = Instant::now();
-    let mut child = Command::new(binary)
-        .env_clear()
-        .envs(lambda_environment(&api, function))
-        .envs(setup.env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("AWS_LAMBDA_LOG_LEVEL", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", binary.display()))?;
-    let outcome = api.invoke(setup.event.clone(), INVOKE_TIMEOUT).await;
-    let cold = started.elapsed();
-    let _ = child.kill().await;
-    let status = match outcome {
-        Some(Outcome::Response(document)) => document["statusCode"].as_u64().unwrap_or(0),
-        other => {
-            return Err(format!(
-                "{}: invocation failed: {other:?}",
-                binary.display()
-            ));
-        }
-    };
+    let process = FunctionProcess::spawn(spec).await?;
+    let status = process.status(event, INVOKE_TIMEOUT).await;
+    let cold = process.started.elapsed();
+    let init = process.init_duration();
+    let throttled_periods = process.throttled_periods().unwrap_or(0);
+    let applied = process.cpu_applied();
+    process.stop().await;
+    applied?;
+    let status = status?;
+    let expected = fixture_status(&spec.name);
+    if status != expected {
+        return Err(format!(
+            "{}: answered {status}, expected {expected}",
+            spec.binary.display()
+        ));
+    }
     Ok(Sample {
         cold,
-        init: api.first_poll().map(|at| at.duration_since(started)),
-        status,
+        init,
+        throttled_periods,
         jwks_fetches: jwks.hits() - fetches_before,
     })
 }
@@ -370,6 +308,12 @@ fn ms(d: Duration) -> String {
 }
 
 async fn run(options: Options) -> Result<(), String> {
+    for cpu in &options.cpus {
+        if let CpuModel::Lambda { memory_mb, .. } = cpu {
+            // Say now, before any figure, if the model cannot be applied here.
+            CpuGroup::create(*memory_mb)?;
+        }
+    }
     tasks_shared::auth::install_crypto();
     let (prefix, host, port, rest) = split_url(&options.database_url)?;
     let upstream = tokio::net::lookup_host((host, port))
@@ -398,7 +342,7 @@ async fn run(options: Options) -> Result<(), String> {
         .ok()
         .and_then(|doc| doc["keys"][0]["kid"].as_str().map(str::to_owned))
         .ok_or("eddsa.jwks.json: no keys[0].kid")?;
-    let jwks = JwksServer::start(jwks_document.clone())
+    let jwks = JwksServer::start(Some(jwks_document.clone()))
         .await
         .map_err(|e| format!("JWKS server: {e}"))?;
     let jwks_proxy = DelayProxy::start(jwks.address, options.jwks_delay)
@@ -406,19 +350,13 @@ async fn run(options: Options) -> Result<(), String> {
         .map_err(|e| format!("JWKS proxy: {e}"))?;
     let jwks_url = format!("http://{}/api/auth/jwks", jwks_proxy.address);
 
-    let hs256_token = mint_hs256(
-        SECRET,
-        "cold-bench-user",
-        &TokenOptions {
-            ttl_seconds: 3600,
-            ..Default::default()
-        },
-    );
+    let hs256_token = hs256_for(SECRET, "cold-bench-user");
     let setups: Vec<(Family, Setup)> = options
         .families
         .iter()
         .map(|&family| {
             let database = ("DATABASE_URL", proxied_url.clone());
+            let quiet = ("AWS_LAMBDA_LOG_LEVEL", "error".to_owned());
             let jwks_env = [
                 ("JWKS_URL", jwks_url.clone()),
                 ("JWT_ISSUER", BETTER_AUTH_URL.to_owned()),
@@ -426,13 +364,16 @@ async fn run(options: Options) -> Result<(), String> {
             ];
             let (env, token) = match family {
                 Family::Hs256 => (
-                    vec![database, ("JWT_SECRET", SECRET.to_owned())],
+                    vec![database, quiet, ("JWT_SECRET", SECRET.to_owned())],
                     &hs256_token,
                 ),
-                Family::EdDsa => ([vec![database], jwks_env.to_vec()].concat(), &eddsa_token),
+                Family::EdDsa => (
+                    [vec![database, quiet], jwks_env.to_vec()].concat(),
+                    &eddsa_token,
+                ),
                 Family::EdDsaJson => (
                     [
-                        vec![database, ("JWKS_JSON", jwks_document.clone())],
+                        vec![database, quiet, ("JWKS_JSON", jwks_document.clone())],
                         jwks_env.to_vec(),
                     ]
                     .concat(),
@@ -442,8 +383,8 @@ async fn run(options: Options) -> Result<(), String> {
             Ok((
                 family,
                 Setup {
-                    env,
-                    event: event(&options.function, token)?,
+                    env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                    event: signed_fixture(&options.function, token)?,
                 },
             ))
         })
@@ -459,19 +400,37 @@ async fn run(options: Options) -> Result<(), String> {
         options.jwks_delay.as_millis() * 2,
         options.spawns,
     );
+    for cpu in &options.cpus {
+        println!("{}", cpu.describe());
+    }
+    println!("(the CPU model applies to the function processes; the components run unthrottled)");
     for (label, dir) in &options.builds {
         println!("build {label}: {}", dir.display());
     }
 
-    let binaries: Vec<(&str, PathBuf)> = options
+    // Every build under every CPU model: (label, its specs per family).
+    let configurations: Vec<(String, Vec<FunctionSpec>)> = options
         .builds
         .iter()
-        .map(|(label, dir)| (label.as_str(), dir.join(&options.function)))
+        .flat_map(|(label, dir)| options.cpus.iter().map(move |cpu| (label, dir, *cpu)))
+        .map(|(label, dir, cpu)| {
+            let specs = setups
+                .iter()
+                .map(|(_, setup)| FunctionSpec {
+                    name: options.function.clone(),
+                    binary: dir.join(&options.function),
+                    env: setup.env.clone(),
+                    cpu,
+                    ..FunctionSpec::default()
+                })
+                .collect();
+            (format!("{label}, {}", cpu.label()), specs)
+        })
         .collect();
     // One unmeasured spawn of each, so every binary starts from the page cache.
-    for (_, binary) in &binaries {
-        for (_, setup) in &setups {
-            cold_start(binary, &options.function, setup, &jwks).await?;
+    for (_, build) in &configurations {
+        for (spec, (_, setup)) in build.iter().zip(&setups) {
+            cold_start(spec, &setup.event, &jwks).await?;
         }
     }
     let mut components = Components {
@@ -480,15 +439,15 @@ async fn run(options: Options) -> Result<(), String> {
         db_first_list: Vec::new(),
         db_round_trip: Vec::new(),
     };
-    let mut samples: Vec<Vec<Vec<Sample>>> = binaries
+    let mut samples: Vec<Vec<Vec<Sample>>> = configurations
         .iter()
         .map(|_| setups.iter().map(|_| Vec::new()).collect())
         .collect();
     for _ in 0..options.spawns {
         measure_components(&jwks_url, &kid, &proxied_url, &mut components).await?;
-        for (b, (_, binary)) in binaries.iter().enumerate() {
-            for (f, (_, setup)) in setups.iter().enumerate() {
-                let sample = cold_start(binary, &options.function, setup, &jwks).await?;
+        for (b, (_, build)) in configurations.iter().enumerate() {
+            for (f, (spec, (_, setup))) in build.iter().zip(&setups).enumerate() {
+                let sample = cold_start(spec, &setup.event, &jwks).await?;
                 samples[b][f].push(sample);
             }
         }
@@ -525,10 +484,11 @@ async fn run(options: Options) -> Result<(), String> {
     let slack = Duration::from_millis(5);
     println!();
     println!(
-        "| build | tokens | cold median ms | cold p90 ms | init median ms | JWKS fetches/spawn | status | target ms | sum ms | median − max ms | floor ms | median ≤ target |"
+        "| build | tokens | cold median ms | cold p90 ms | init median ms | JWKS fetches/spawn | status | throttled periods (median) | target ms | sum ms | median − max ms | floor ms | median ≤ target |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (b, (label, _)) in binaries.iter().enumerate() {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let status = fixture_status(&options.function);
+    for (b, (label, _)) in configurations.iter().enumerate() {
         for (f, (family, _)) in setups.iter().enumerate() {
             let runs = &samples[b][f];
             let (cold_median, cold_p90) = stats(&runs.iter().map(|s| s.cold).collect::<Vec<_>>());
@@ -539,7 +499,9 @@ async fn run(options: Options) -> Result<(), String> {
                 stats(&inits).0
             };
             let fetches: BTreeSet<usize> = runs.iter().map(|s| s.jwks_fetches).collect();
-            let statuses: BTreeSet<u64> = runs.iter().map(|s| s.status).collect();
+            let mut throttled: Vec<u64> = runs.iter().map(|s| s.throttled_periods).collect();
+            throttled.sort_unstable();
+            let throttled = throttled[throttled.len() / 2];
             // What the first response waits for: the connection, and the JWKS when fetched.
             let fetched = fetches.iter().any(|n| *n > 0);
             let longest = if fetched {
@@ -553,7 +515,7 @@ async fn run(options: Options) -> Result<(), String> {
             // after both waits (it is keyed by the verified token's subject).
             let floor = init_median + longest + list_median;
             println!(
-                "| {label} | {} | {} | {} | {} | {fetches:?} | {statuses:?} | {} | {} | {:+.1} | {} | {} |",
+                "| {label} | {} | {} | {} | {} | {fetches:?} | {status} | {throttled} | {} | {} | {:+.1} | {} | {} |",
                 family.name(),
                 ms(cold_median),
                 ms(cold_p90),
@@ -575,18 +537,5 @@ async fn run(options: Options) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let options = match options() {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("cold-bench: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(options).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("cold-bench: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    tasks_tools::run_tool("cold-bench", options(), run).await
 }

@@ -7,6 +7,9 @@
 //!     loadgen --token-family eddsa --jwks-port 8078 --issuer https://app.example.com ...
 //!     loadgen --seed-tasks 0 --first-response 1 --seconds 5 ...   (a burst: everyone at once)
 //!
+//! Any answer other than the operation's expected status, any failed request and any user
+//! that died counts as an error; a run with errors exits non-zero.
+//!
 //! `--first-response 1` also reports the distribution of each user's first response in the
 //! measured window: all users send it at the same instant. With `--seed-tasks 0` a user without
 //! tasks yet creates one where the mix would read or change one.
@@ -19,8 +22,8 @@
 //! `rs256` signs with the RSA key in `--rsa-key FILE` (PKCS#8 DER): ring cannot generate RSA
 //! keys, so `scripts/bench-load.sh` makes a throwaway one with openssl (no key is committed).
 
-use std::convert::Infallible;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -37,7 +40,8 @@ use ring::signature::{
     RsaKeyPair, RsaPublicKeyComponents,
 };
 use serde_json::json;
-use tasks_api::dev::{TokenOptions, mint_hs256};
+use tasks_tools::jwks::JwksServer;
+use tasks_tools::tokens::{hs256_for, now_seconds};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Family {
@@ -187,13 +191,7 @@ impl Signer {
 
     fn token(&self, user: &str, issuer: &str) -> Result<String, String> {
         let pair = match self {
-            Self::Hs256(secret) => {
-                let options = TokenOptions {
-                    ttl_seconds: TOKEN_TTL_SECONDS,
-                    ..Default::default()
-                };
-                return Ok(mint_hs256(secret, user, &options));
-            }
+            Self::Hs256(secret) => return Ok(hs256_for(secret, user)),
             Self::Jwks(pair) => pair.as_ref(),
         };
         let alg = match pair {
@@ -201,10 +199,7 @@ impl Signer {
             KeyPair::Es256(..) => "ES256",
             KeyPair::Rs256(..) => "RS256",
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let now = now_seconds();
         // What Better Auth's jwt() plugin issues: header {alg, kid}; the user object + claims.
         let header = json!({ "alg": alg, "kid": KID });
         let claims = json!({
@@ -234,38 +229,6 @@ impl Signer {
         };
         Ok(format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
-}
-
-/// Serves `document` to whoever asks, on 127.0.0.1:`port`, until the process ends.
-async fn serve_jwks(port: u16, document: String) -> Result<(), String> {
-    use hyper::server::conn::http1 as server;
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("JWKS port {port}: {e}"))?;
-    let document = Bytes::from(document);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let document = document.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |_request| {
-                    let document = document.clone();
-                    async move {
-                        let mut response = http::Response::new(Full::new(document));
-                        response.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("application/json"),
-                        );
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = server::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -467,9 +430,17 @@ fn main() -> std::process::ExitCode {
         .to_owned();
     let results = runtime.block_on(async {
         let signer = Signer::new(&options)?;
-        if let Some(jwks) = signer.jwks() {
-            serve_jwks(options.jwks_port, jwks).await?;
-        }
+        // Served for as long as the run lasts.
+        let _jwks = match signer.jwks() {
+            Some(document) => {
+                let address = SocketAddr::from(([127, 0, 0, 1], options.jwks_port));
+                let server = JwksServer::start_on(address, Some(document))
+                    .await
+                    .map_err(|e| format!("JWKS port {}: {e}", options.jwks_port))?;
+                Some(server)
+            }
+            None => None,
+        };
         // Seeding happens before `start`; the measured window is exactly `seconds` long.
         let start = Instant::now() + Duration::from_secs(5);
         let end = start + Duration::from_secs(options.seconds);
@@ -485,10 +456,13 @@ fn main() -> std::process::ExitCode {
             )));
         }
         let mut results = Vec::new();
-        for user in users {
-            if let Ok(result) = user.await {
-                results.push(result);
-            }
+        for (i, user) in users.into_iter().enumerate() {
+            // A user that panicked is a failed user, not a missing one.
+            results.push(user.await.unwrap_or_else(|error| UserResult {
+                latencies: Vec::new(),
+                errors: vec![format!("user {i} died: {error}")],
+                first: None,
+            }));
         }
         Ok::<_, String>(results)
     });
@@ -547,6 +521,10 @@ fn main() -> std::process::ExitCode {
     if errors.is_empty() {
         std::process::ExitCode::SUCCESS
     } else {
+        eprintln!(
+            "loadgen: {} errors (unexpected statuses, failed requests or users): failing the run",
+            errors.len()
+        );
         std::process::ExitCode::FAILURE
     }
 }

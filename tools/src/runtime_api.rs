@@ -1,13 +1,14 @@
 //! An in-process implementation of the AWS Lambda Runtime API, for running the real function
 //! binaries offline: tests hand them API Gateway events and read back what they answer; the
-//! benchmark tool times cold starts and warm invocations with it.
+//! benchmark tools time cold starts and warm invocations with it. Like Lambda's, it answers
+//! with TCP_NODELAY (`http_server`): otherwise every warm figure would carry the runtime's
+//! delayed ACK.
 //!
 //! Endpoints (2018-06-01): `GET runtime/invocation/next` (long poll, with the real
 //! `Lambda-Runtime-*` headers), `POST runtime/invocation/{id}/response`,
 //! `POST runtime/invocation/{id}/error` and `POST runtime/init/error`.
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,9 +16,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -35,6 +33,9 @@ pub enum Outcome {
     InitError(Value),
 }
 
+/// Runs when the function first asks for an invocation, before the answer: the end of init.
+pub type InitEnd = Box<dyn Fn() + Send + Sync>;
+
 #[derive(Default)]
 struct Shared {
     queue: Mutex<VecDeque<(String, Value)>>,
@@ -43,6 +44,7 @@ struct Shared {
     next_id: Mutex<u64>,
     /// When the function first asked for an invocation: the end of its init phase.
     first_poll: OnceLock<Instant>,
+    on_init_end: Option<InitEnd>,
 }
 
 pub struct RuntimeApi {
@@ -60,25 +62,25 @@ impl Drop for RuntimeApi {
 
 impl RuntimeApi {
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Like [`RuntimeApi::start`], calling `on_init_end` when the function's first
+    /// `GET invocation/next` arrives, before it is answered (where Lambda ends the unthrottled
+    /// init phase: see `lambda_cpu`).
+    pub async fn start_with(on_init_end: Option<InitEnd>) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            on_init_end,
+            ..Shared::default()
+        });
         let (init_tx, init_error) = watch::channel(None);
         let init_tx = Arc::new(init_tx);
         let state = shared.clone();
-        let server = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (state, init_tx) = (state.clone(), init_tx.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let (state, init_tx) = (state.clone(), init_tx.clone());
-                        async move { Ok::<_, Infallible>(route(&state, &init_tx, request).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let server = crate::http_server::serve(listener, move |_peer, request| {
+            let (state, init_tx) = (state.clone(), init_tx.clone());
+            async move { route(&state, &init_tx, request).await }
         });
         Ok(Self {
             address,
@@ -153,7 +155,11 @@ async fn route(
     let json = || serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
     match (method, rest) {
         (Method::GET, "/invocation/next") => {
-            shared.first_poll.get_or_init(Instant::now);
+            if shared.first_poll.set(Instant::now()).is_ok()
+                && let Some(on_init_end) = &shared.on_init_end
+            {
+                on_init_end();
+            }
             next_invocation(shared).await
         }
         (Method::POST, "/init/error") => {
@@ -227,12 +233,16 @@ fn status(code: StatusCode) -> Response<Full<Bytes>> {
     response
 }
 
-/// The environment Lambda gives a function process, pointing it at `api`.
-pub fn lambda_environment(api: &RuntimeApi, function: &str) -> Vec<(String, String)> {
+/// The environment Lambda gives a function process of `memory_mb`, pointing it at `api`.
+pub fn lambda_environment(
+    api: &RuntimeApi,
+    function: &str,
+    memory_mb: u32,
+) -> Vec<(String, String)> {
     [
         ("AWS_LAMBDA_RUNTIME_API", api.endpoint()),
         ("AWS_LAMBDA_FUNCTION_NAME", function.to_owned()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
         (
             "AWS_LAMBDA_LOG_GROUP_NAME",
