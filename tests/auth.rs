@@ -5,31 +5,16 @@
 mod common;
 
 use common::jwks::{JwksServer, fixture};
+use common::tokens::{b64, now, sign};
 use common::{TestApp, spawn_app, spawn_app_with};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Bytes;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tasks_api::dev::TokenOptions;
 
 const BETTER_AUTH_URL: &str = "https://app.example.com";
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn sign(alg: Algorithm, secret: &str, claims: &Value) -> String {
-    encode(
-        &Header::new(alg),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
 
 async fn list_with(app: &TestApp, authorization: Option<&str>) -> common::TestResponse {
     let mut builder = Request::builder().uri("/api/tasks");
@@ -38,11 +23,6 @@ async fn list_with(app: &TestApp, authorization: Option<&str>) -> common::TestRe
     }
     app.request(builder.body(Full::new(Bytes::new())).unwrap())
         .await
-}
-
-fn b64(value: &Value) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
 }
 
 #[tokio::test]

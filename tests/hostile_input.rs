@@ -14,6 +14,7 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::tokens::{now, sign_raw_hs256};
 use common::{TestApp, inspect, spawn_app, spawn_app_with};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
@@ -733,26 +734,6 @@ fn generated_task_ids_are_404_on_every_route_and_write_nothing() {
 // ---------------------------------------------------------------------------------------------
 // Token claims.
 
-/// A JWT whose payload is `payload` verbatim (so it may hold escapes no `&str` can), HS256-signed.
-fn raw_hs256(secret: &str, payload: &str) -> String {
-    tasks_shared::auth::install_crypto();
-    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
-    let message = format!("{header}.{}", URL_SAFE_NO_PAD.encode(payload));
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    let signature =
-        jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
-            .expect("HS256 signing");
-    format!("{message}.{signature}")
-}
-
-fn expiry() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-        + 600
-}
-
 #[derive(Debug, Clone)]
 struct ClaimsInput {
     /// Appended to a unique prefix, so the test can find any row the request wrote.
@@ -771,12 +752,12 @@ fn generated_sub_and_email_claims_are_201_or_401_and_refusals_write_nothing() {
         // Hex only, so it is a plain LIKE prefix.
         let prefix = format!("h{}", uuid::Uuid::now_v7().simple());
         let sub_literal = format!("\"{prefix}{}", &literal(&claims.sub_tail)[1..]);
-        let mut payload = format!("{{\"sub\": {sub_literal}, \"exp\": {}", expiry());
+        let mut payload = format!("{{\"sub\": {sub_literal}, \"exp\": {}", now() + 600);
         if let Some(email) = &claims.email {
             payload.push_str(&format!(", \"email\": {}", render_value(email)));
         }
         payload.push('}');
-        let token = raw_hs256(&app.secret, &payload);
+        let token = sign_raw_hs256(&app.secret, &payload);
 
         // The contract's verdict: the payload must be JSON, `sub` storable, the token ≤ 8 KiB.
         let parsed: Option<Value> = serde_json::from_str(&payload).ok();
@@ -890,11 +871,11 @@ fn generated_bad_tokens_are_401_and_write_nothing() {
             BadToken::Header(bytes) => bytes.clone(),
             BadToken::Claims(member) => {
                 let payload = format!("{{\"sub\": \"{user}\", {member}}}");
-                format!("Bearer {}", raw_hs256(&app.secret, &payload)).into_bytes()
+                format!("Bearer {}", sign_raw_hs256(&app.secret, &payload)).into_bytes()
             }
             BadToken::Sub(sub) => {
-                let payload = format!("{{\"sub\": {sub}, \"exp\": {}}}", expiry());
-                format!("Bearer {}", raw_hs256(&app.secret, &payload)).into_bytes()
+                let payload = format!("{{\"sub\": {sub}, \"exp\": {}}}", now() + 600);
+                format!("Bearer {}", sign_raw_hs256(&app.secret, &payload)).into_bytes()
             }
         };
         let Ok(value) = http::HeaderValue::from_bytes(&authorization) else {
@@ -1085,13 +1066,13 @@ async fn lone_surrogate_escape_in_a_claim_is_401() {
     let body = json!({"title": "t"});
     let user = common::new_user_id();
     for payload in [
-        format!(r#"{{"sub": "{user}\ud800", "exp": {}}}"#, expiry()),
+        format!(r#"{{"sub": "{user}\ud800", "exp": {}}}"#, now() + 600),
         format!(
             r#"{{"sub": "{user}", "email": "\udfff@x", "exp": {}}}"#,
-            expiry()
+            now() + 600
         ),
     ] {
-        let token = raw_hs256(&app.secret, &payload);
+        let token = sign_raw_hs256(&app.secret, &payload);
         app.send(Method::POST, "/api/tasks", Some(&token), Some(&body))
             .await
             .assert_error(401, "UNAUTHORIZED");
@@ -1149,7 +1130,7 @@ async fn jwks_tokens_get_the_same_claim_rules() {
     };
     let body = json!({"title": "t"});
     let user = common::new_user_id();
-    let ok = sign(&json!({"sub": user, "exp": expiry(), "email": "x\u{0}@example.com"}));
+    let ok = sign(&json!({"sub": user, "exp": now() + 600, "email": "x\u{0}@example.com"}));
     let response = app
         .send(Method::POST, "/api/tasks", Some(&ok), Some(&body))
         .await;
@@ -1161,7 +1142,7 @@ async fn jwks_tokens_get_the_same_claim_rules() {
         .expect("users row");
     assert_eq!(row.get::<_, Option<&str>>(0), None);
     for sub in ["a\0b".to_owned(), "x".repeat(SUB_MAX + 1)] {
-        let token = sign(&json!({"sub": sub, "exp": expiry()}));
+        let token = sign(&json!({"sub": sub, "exp": now() + 600}));
         app.send(Method::POST, "/api/tasks", Some(&token), Some(&body))
             .await
             .assert_error(401, "UNAUTHORIZED");

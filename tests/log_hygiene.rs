@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use common::jwks::{JwksServer, fixture};
 use common::proxy::{Mode, PgProxy};
+use common::tokens::{b64, now, sign};
 use common::{TestApp, TestResponse, spawn_app_with};
 use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Bytes;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tasks_api::dev::TokenOptions;
 use tokio::sync::OnceCell;
@@ -148,28 +149,6 @@ async fn tour() -> &'static Tour {
 
 // ---------------------------------------------------------------------------------------------
 // The tour
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
-}
-
-fn sign(alg: Algorithm, secret: &str, claims: &Value) -> String {
-    tasks_shared::auth::install_crypto();
-    encode(
-        &Header::new(alg),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("sign")
-}
-
-fn b64(value: &Value) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
-}
 
 async fn list_with(app: &TestApp, authorization: &str) -> TestResponse {
     let request = Request::builder()

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::jwks::{JwksServer, fixture};
+use common::tokens::{hmac, now};
 use common::{
     TestApp, TestResponse, bearer, inspect, json_type, spawn_app, spawn_app_with, stored_rows,
 };
@@ -223,12 +224,7 @@ async fn a_body_far_over_the_limit_is_413_before_it_is_read() {
 
 /// An HS256 token of exactly `len` bytes for `user` (padded with a `pad` claim).
 fn hs256_of_len(secret: &str, user: &str, len: usize) -> String {
-    tasks_shared::auth::install_crypto();
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 600;
+    let exp = now() + 600;
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
     // Start a little below the padding that fills the token (base64 grows 4 per 3 bytes).
     let bare = json!({"sub": user, "exp": exp, "pad": ""})
@@ -242,10 +238,7 @@ fn hs256_of_len(secret: &str, user: &str, len: usize) -> String {
         if message.len() + 1 + 43 < len {
             continue;
         }
-        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-        let signature =
-            jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
-                .expect("sign");
+        let signature = hmac(jsonwebtoken::Algorithm::HS256, secret, &message);
         let token = format!("{message}.{signature}");
         assert_eq!(token.len(), len, "no token of exactly {len} bytes");
         return token;

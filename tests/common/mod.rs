@@ -8,6 +8,7 @@ pub mod jwks;
 pub mod property;
 pub mod proxy;
 pub mod tls_cluster;
+pub mod tokens;
 pub mod tools;
 
 use std::collections::HashMap;
