@@ -18,17 +18,16 @@ use std::time::Duration;
 use common::jwks::{JwksServer, fixture};
 use common::proxy::{Mode, PgProxy};
 use common::tokens::{b64, now, sign};
-use common::{TestApp, TestResponse, spawn_app_with};
-use http::{Method, Request, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::Bytes;
+use common::{
+    BETTER_AUTH_URL, bearer, better_auth_app_at, header_field, json_type, list_with, spawn_app_with,
+};
+use http::{HeaderValue, Method, StatusCode, header};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tasks_api::dev::TokenOptions;
 use tokio::sync::OnceCell;
 use tracing_subscriber::EnvFilter;
 
-const BETTER_AUTH_URL: &str = "https://app.example.com";
 /// What the capture records: everything of ours, and what any other crate says at INFO.
 const FILTER: &str = "info,tasks_shared=trace,tasks_api=trace";
 
@@ -150,39 +149,6 @@ async fn tour() -> &'static Tour {
 // ---------------------------------------------------------------------------------------------
 // The tour
 
-async fn list_with(app: &TestApp, authorization: &str) -> TestResponse {
-    let request = Request::builder()
-        .uri("/api/tasks")
-        .header(header::AUTHORIZATION, authorization)
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    app.request(request).await
-}
-
-/// A raw request: exact body bytes, optional content type and headers.
-async fn raw(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    content_type: Option<&str>,
-    headers: &[(&str, &str)],
-    body: String,
-) -> TestResponse {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"));
-    if let Some(content_type) = content_type {
-        builder = builder.header(header::CONTENT_TYPE, content_type);
-    }
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    app.request(builder.body(Full::new(Bytes::from(body))).expect("request"))
-        .await
-}
-
 /// Every kind of invalid token against an HS256 server; each is a 401.
 async fn tokens_of_every_kind(sent: &mut Sent) {
     let app = spawn_app_with(&[]).await;
@@ -289,7 +255,7 @@ async fn tokens_of_every_kind(sent: &mut Sent) {
     ];
     for (name, token) in cases {
         sent.token(&token);
-        let response = list_with(&app, &format!("Bearer {token}")).await;
+        let response = list_with(&app, Some(&format!("Bearer {token}"))).await;
         assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{name}");
     }
     // Another scheme, with credentials of its own.
@@ -300,7 +266,7 @@ async fn tokens_of_every_kind(sent: &mut Sent) {
         base64::engine::general_purpose::STANDARD.encode(format!("user:{password}"))
     };
     sent.tokens.push(basic.clone());
-    let response = list_with(&app, &format!("Basic {basic}")).await;
+    let response = list_with(&app, Some(&format!("Basic {basic}"))).await;
     assert_eq!(response.status, StatusCode::UNAUTHORIZED, "basic");
 }
 
@@ -317,12 +283,7 @@ async fn jwks_down(sent: &mut Sent) {
         }
     }
     let better_auth = |url: String| async move {
-        spawn_app_with(&[
-            ("JWKS_URL", &url),
-            ("JWT_ISSUER", BETTER_AUTH_URL),
-            ("JWT_AUDIENCE", BETTER_AUTH_URL),
-        ])
-        .await
+        better_auth_app_at(&url, BETTER_AUTH_URL, BETTER_AUTH_URL).await
     };
 
     // Answering 500.
@@ -332,7 +293,7 @@ async fn jwks_down(sent: &mut Sent) {
     for name in ["eddsa", "es256", "rs256", "ps256"] {
         let token = fixture(&format!("{name}.jwt"));
         sent.token(&token);
-        list_with(&app, &format!("Bearer {token}"))
+        list_with(&app, Some(&format!("Bearer {token}")))
             .await
             .assert_error(503, "SERVICE_UNAVAILABLE");
     }
@@ -348,7 +309,7 @@ async fn jwks_down(sent: &mut Sent) {
     sent.jwt_secrets.push(app.secret.clone());
     let token = fixture("eddsa.jwt");
     sent.token(&token);
-    list_with(&app, &format!("Bearer {token}"))
+    list_with(&app, Some(&format!("Bearer {token}")))
         .await
         .assert_error(503, "SERVICE_UNAVAILABLE");
 
@@ -358,7 +319,7 @@ async fn jwks_down(sent: &mut Sent) {
     sent.jwt_secrets.push(app.secret.clone());
     for token in [fixture("eddsa-expired.jwt"), fixture("es256.jwt")] {
         sent.token(&token);
-        list_with(&app, &format!("Bearer {token}"))
+        list_with(&app, Some(&format!("Bearer {token}")))
             .await
             .assert_error(401, "UNAUTHORIZED");
     }
@@ -395,16 +356,14 @@ async fn database_down(sent: &mut Sent) {
 
     // Once up (trust authentication ignores the password), so a connection is pooled.
     let title = sent.marker("title-before-outage");
-    let created = raw(
-        &app,
-        Method::POST,
-        "/api/tasks",
-        &token,
-        Some("application/json"),
-        &[],
-        json!({"title": title}).to_string(),
-    )
-    .await;
+    let created = app
+        .send(
+            Method::POST,
+            "/api/tasks",
+            Some(&token),
+            Some(&json!({"title": title})),
+        )
+        .await;
     assert_eq!(created.status, StatusCode::CREATED);
     let path = format!(
         "/api/tasks/{}",
@@ -413,19 +372,21 @@ async fn database_down(sent: &mut Sent) {
 
     proxy.set(Mode::Refuse);
     let (title, description) = (sent.marker("title-outage"), sent.marker("desc-outage"));
-    let body = json!({"title": title, "description": description}).to_string();
+    let body = json!({"title": title, "description": description});
     let key = format!("outage-key-{}", uuid::Uuid::now_v7());
-    let idempotent = [("idempotency-key", key.as_str())];
     let toggle = format!("{path}/toggle");
-    for (method, path, body, headers) in [
-        (Method::GET, "/api/tasks", String::new(), &[][..]),
-        (Method::POST, "/api/tasks", body.clone(), &idempotent[..]),
-        (Method::PUT, path.as_str(), body.clone(), &[][..]),
-        (Method::PATCH, toggle.as_str(), String::new(), &[][..]),
-        (Method::DELETE, path.as_str(), String::new(), &[][..]),
+    for (method, path, body, key) in [
+        (Method::GET, "/api/tasks", None, None),
+        (Method::POST, "/api/tasks", Some(&body), Some(&key)),
+        (Method::PUT, path.as_str(), Some(&body), None),
+        (Method::PATCH, toggle.as_str(), None, None),
+        (Method::DELETE, path.as_str(), None, None),
     ] {
-        let content_type = (!body.is_empty()).then_some("application/json");
-        raw(&app, method, path, &token, content_type, headers, body)
+        let mut headers = vec![bearer(&token)];
+        headers.extend(body.map(|_| json_type()));
+        headers.extend(key.map(|key| header_field("idempotency-key", key)));
+        let body = body.map(Value::to_string).unwrap_or_default();
+        app.send_raw(method, path, &headers, body.into_bytes())
             .await
             .assert_error(503, "SERVICE_UNAVAILABLE");
     }
@@ -451,21 +412,15 @@ async fn bodies_routes_and_idempotent_writes(sent: &mut Sent) {
         },
     );
     sent.token(&token);
-    let json_type = Some("application/json");
-    let post = |content_type: Option<&'static str>, body: String| {
+    let post = |content_type: &'static str, body: String| {
+        let headers = [
+            bearer(&token),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        ];
         let app = &app;
-        let token = &token;
         async move {
-            raw(
-                app,
-                Method::POST,
-                "/api/tasks",
-                token,
-                content_type,
-                &[],
-                body,
-            )
-            .await
+            app.send_raw(Method::POST, "/api/tasks", &headers, body.into_bytes())
+                .await
         }
     };
 
@@ -475,24 +430,24 @@ async fn bodies_routes_and_idempotent_writes(sent: &mut Sent) {
         r#"{{"title":"{title}","description":"{}"}}"#,
         "d".repeat(70_000)
     );
-    post(json_type, huge.clone())
+    post("application/json", huge.clone())
         .await
         .assert_error(413, "PAYLOAD_TOO_LARGE");
-    post(Some("text/plain"), huge)
+    post("text/plain", huge)
         .await
         .assert_error(413, "PAYLOAD_TOO_LARGE");
 
     // 415.
     let (title, description) = (sent.marker("title-415"), sent.marker("desc-415"));
     post(
-        Some("text/plain"),
+        "text/plain",
         json!({"title": title, "description": description}).to_string(),
     )
     .await
     .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
     let title = sent.marker("title-form");
     post(
-        Some("application/x-www-form-urlencoded"),
+        "application/x-www-form-urlencoded",
         format!("title={title}"),
     )
     .await
@@ -517,7 +472,7 @@ async fn bodies_routes_and_idempotent_writes(sent: &mut Sent) {
         format!("{not_json} is not JSON"),
         format!(r#"{{"title": "{broken}""#),
     ] {
-        post(json_type, body)
+        post("application/json", body)
             .await
             .assert_error(400, "VALIDATION_ERROR");
     }
@@ -529,7 +484,7 @@ async fn bodies_routes_and_idempotent_writes(sent: &mut Sent) {
     app.send_raw(
         Method::POST,
         "/api/tasks",
-        &[common::bearer(&token), common::json_type()],
+        &[bearer(&token), json_type()],
         body,
     )
     .await
@@ -561,111 +516,91 @@ async fn bodies_routes_and_idempotent_writes(sent: &mut Sent) {
     // Successful writes with an Idempotency-Key: create, replay, reuse with another body,
     // update, toggle, delete; a malformed key; a stale If-Match.
     let key = format!("log-hygiene-{}", uuid::Uuid::now_v7());
-    let keyed = [("idempotency-key", key.as_str())];
+    let keyed = [
+        bearer(&token),
+        json_type(),
+        header_field("idempotency-key", &key),
+    ];
     let (title, description) = (sent.marker("title-created"), sent.marker("desc-created"));
     let body = json!({"title": title, "description": description}).to_string();
-    let first = raw(
-        &app,
-        Method::POST,
-        "/api/tasks",
-        &token,
-        json_type,
-        &keyed,
-        body.clone(),
-    )
-    .await;
+    let first = app
+        .send_raw(
+            Method::POST,
+            "/api/tasks",
+            &keyed,
+            body.clone().into_bytes(),
+        )
+        .await;
     assert_eq!(first.status, StatusCode::CREATED);
-    let replay = raw(
-        &app,
-        Method::POST,
-        "/api/tasks",
-        &token,
-        json_type,
-        &keyed,
-        body,
-    )
-    .await;
+    let replay = app
+        .send_raw(Method::POST, "/api/tasks", &keyed, body.into_bytes())
+        .await;
     assert_eq!(replay.status, StatusCode::CREATED);
     assert_eq!(replay.body, first.body);
     let other = json!({"title": sent.marker("title-key-reused")}).to_string();
-    raw(
-        &app,
-        Method::POST,
-        "/api/tasks",
-        &token,
-        json_type,
-        &keyed,
-        other,
-    )
-    .await
-    .assert_error(422, "IDEMPOTENCY_KEY_REUSED");
-    let bad_key = [("idempotency-key", "")];
+    app.send_raw(Method::POST, "/api/tasks", &keyed, other.into_bytes())
+        .await
+        .assert_error(422, "IDEMPOTENCY_KEY_REUSED");
+    let bad_key = [
+        bearer(&token),
+        json_type(),
+        header_field("idempotency-key", ""),
+    ];
     let refused = json!({"title": sent.marker("title-bad-key")}).to_string();
-    raw(
-        &app,
-        Method::POST,
-        "/api/tasks",
-        &token,
-        json_type,
-        &bad_key,
-        refused,
-    )
-    .await
-    .assert_error(400, "VALIDATION_ERROR");
+    app.send_raw(Method::POST, "/api/tasks", &bad_key, refused.into_bytes())
+        .await
+        .assert_error(400, "VALIDATION_ERROR");
 
     let path = format!(
         "/api/tasks/{}",
         first.json()["data"]["id"].as_str().unwrap()
     );
-    let key = format!("log-hygiene-{}", uuid::Uuid::now_v7());
+    let fresh_key = || {
+        let key = format!("log-hygiene-{}", uuid::Uuid::now_v7());
+        header_field("idempotency-key", &key)
+    };
     let (title, description) = (sent.marker("title-updated"), sent.marker("desc-updated"));
     let body = json!({"title": title, "description": description, "is_completed": true});
-    let updated = raw(
-        &app,
-        Method::PUT,
-        &path,
-        &token,
-        json_type,
-        &[("idempotency-key", key.as_str())],
-        body.to_string(),
-    )
-    .await;
+    let updated = app
+        .send_raw(
+            Method::PUT,
+            &path,
+            &[bearer(&token), json_type(), fresh_key()],
+            body.to_string().into_bytes(),
+        )
+        .await;
     assert_eq!(updated.status, StatusCode::OK);
     let stale = json!({"title": sent.marker("title-stale")}).to_string();
-    let response = raw(
-        &app,
-        Method::PUT,
-        &path,
-        &token,
-        json_type,
-        &[("if-match", "\"stale\"")],
-        stale,
-    )
-    .await;
+    let response = app
+        .send_raw(
+            Method::PUT,
+            &path,
+            &[
+                bearer(&token),
+                json_type(),
+                header_field("if-match", "\"stale\""),
+            ],
+            stale.into_bytes(),
+        )
+        .await;
     assert_eq!(response.status, StatusCode::PRECONDITION_FAILED);
-    let key = format!("log-hygiene-{}", uuid::Uuid::now_v7());
-    let toggled = raw(
-        &app,
-        Method::PATCH,
-        &format!("{path}/toggle"),
-        &token,
-        None,
-        &[("idempotency-key", key.as_str())],
-        String::new(),
-    )
-    .await;
+    let toggled = app
+        .send_raw(
+            Method::PATCH,
+            &format!("{path}/toggle"),
+            &[bearer(&token), fresh_key()],
+            Vec::new(),
+        )
+        .await;
     assert_eq!(toggled.status, StatusCode::OK);
-    let key = format!("log-hygiene-{}", uuid::Uuid::now_v7());
-    let deleted = raw(
-        &app,
-        Method::DELETE,
-        &path,
-        &token,
-        None,
-        &[("idempotency-key", key.as_str())],
-        String::new(),
-    )
-    .await;
+    let deleted = app
+        .send_raw(
+            Method::DELETE,
+            &path,
+            &[bearer(&token), fresh_key()],
+            Vec::new(),
+        )
+        .await;
     assert!(deleted.status.is_success(), "{:?}", deleted.status);
     let listed = app
         .send(Method::GET, "/api/tasks", Some(&token), None)

@@ -29,7 +29,7 @@ use common::{
 };
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use proptest::prelude::*;
-use proptest::test_runner::{TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
 
@@ -106,24 +106,19 @@ async fn context(setup: Setup) -> Ctx {
     }
 }
 
-/// Runs `property` on generated values against one server and panics with the (shrunk) input.
+/// Runs `property` on generated values against one server set up as `setup` says.
 fn run_property<S, F>(setup: Setup, strategy: S, property: F)
 where
     S: Strategy,
     S::Value: std::fmt::Debug,
     F: AsyncFn(&Ctx, S::Value) -> Result<(), TestCaseError>,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let ctx = runtime.block_on(context(setup));
-    let mut runner = TestRunner::new(common::property::config(DEFAULT_CASES, DEFAULT_SEED));
-    let outcome = runner.run(&strategy, |value| runtime.block_on(property(&ctx, value)));
-    if let Err(failure) = outcome {
-        panic!("{failure}");
-    }
+    common::property::run(
+        (DEFAULT_CASES, DEFAULT_SEED),
+        context(setup),
+        strategy,
+        property,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

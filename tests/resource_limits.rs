@@ -22,7 +22,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::jwks::{JwksServer, fixture};
 use common::tokens::{hmac, now};
 use common::{
-    TestApp, TestResponse, bearer, inspect, json_type, spawn_app, spawn_app_with, stored_rows,
+    BETTER_AUTH_URL, TestApp, TestResponse, bearer, better_auth_app, inspect, json_type, spawn_app,
+    stored_rows,
 };
 use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
@@ -42,7 +43,6 @@ const HYPER_MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 /// `shared/src/auth/jwks.rs`: REFETCH_INTERVAL and RETRY_AFTER_FAILURE.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
-const BETTER_AUTH_URL: &str = "https://app.example.com";
 const STORM: usize = 50;
 
 async fn user_rows(user: &str) -> (i64, i64, i64) {
@@ -488,15 +488,6 @@ async fn list_limit_is_1_to_500_default_100_and_a_page_never_holds_more() {
 // ---------------------------------------------------------------------------------------------
 // JWKS refetch storm.
 
-async fn better_auth_app(jwks: &JwksServer) -> TestApp {
-    spawn_app_with(&[
-        ("JWKS_URL", &jwks.url()),
-        ("JWT_ISSUER", BETTER_AUTH_URL),
-        ("JWT_AUDIENCE", BETTER_AUTH_URL),
-    ])
-    .await
-}
-
 /// The Better Auth EdDSA fixture token re-headed with `kid`, for a fresh `sub` (its signature no
 /// longer matches, which is never reached: the unknown `kid` is refused first).
 fn unknown_kid_token(kid: &str, sub: &str) -> String {
@@ -537,7 +528,7 @@ fn allowed_fetches(elapsed: Duration, window: Duration) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_storm_on_a_cold_instance_costs_one_jwks_fetch() {
     let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
-    let app = better_auth_app(&jwks).await;
+    let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let sub = common::new_user_id();
     assert_eq!(
         jwks.hits(),
@@ -575,7 +566,7 @@ async fn an_unknown_kid_storm_mixed_with_good_tokens_costs_one_fetch_and_refuses
     let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
     // The JWKS host is slow (another region): the whole storm arrives during the one fetch.
     jwks.set_delay(Duration::from_millis(300));
-    let app = better_auth_app(&jwks).await;
+    let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let sub = common::new_user_id();
     let good = fixture("eddsa.jwt");
     let requests = (0..STORM).map(|i| {
@@ -606,7 +597,7 @@ async fn an_unknown_kid_storm_mixed_with_good_tokens_costs_one_fetch_and_refuses
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_storm_on_a_warm_instance_costs_no_fetch() {
     let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
-    let app = better_auth_app(&jwks).await;
+    let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let good = fixture("eddsa.jwt");
     let response = app.send(Method::GET, "/api/tasks", Some(&good), None).await;
     assert_eq!(response.status, StatusCode::OK);
@@ -626,7 +617,7 @@ async fn an_unknown_kid_storm_on_a_warm_instance_costs_no_fetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_storm_while_the_jwks_is_down_is_503_with_one_fetch_per_5_s() {
     let jwks = JwksServer::start(None).await;
-    let app = better_auth_app(&jwks).await;
+    let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let sub = common::new_user_id();
     let (responses, elapsed) = storm(&app, "down", &sub).await;
     for response in &responses {
