@@ -4,17 +4,23 @@
 //! with an `Idempotency-Key`) is captured, and no token, JWT secret, database password, email,
 //! title or description appears in it at any level.
 //!
-//! The capture is a `tracing` subscriber for the whole test process, writing to memory: TRACE
-//! for `tasks_shared` and `tasks_api` (more than any deployment enables), INFO for every other
-//! crate (what the Lambda runtime's default subscriber logs). The tour runs once; each test
-//! checks one kind of secret in what it logged, so a leak fails (or is ignored) on its own.
+//! The capture holds everything that reaches a log: a `tracing` subscriber for the whole test
+//! process, writing to memory (TRACE for `tasks_shared` and `tasks_api`, more than any deployment
+//! enables; INFO for every other crate, what the Lambda runtime's default subscriber logs); the
+//! one-line-per-request telemetry sink (installed here before any server starts, so the first
+//! sink is ours, not the harness' no-op); and the stdout and stderr of the real function
+//! binaries, run under the in-test Runtime API with the same filter. The tour runs once; each
+//! test checks one kind of secret in what it logged, so a leak fails on its own.
 
 mod common;
 
 use std::io::Write;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use common::events::{authorize, event};
+use common::functions::Function;
 use common::jwks::{JwksServer, fixture};
 use common::proxy::{Mode, PgProxy};
 use common::tokens::{b64, now, sign};
@@ -25,6 +31,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tasks_api::dev::TokenOptions;
+use tokio::io::AsyncReadExt;
 use tokio::sync::OnceCell;
 use tracing_subscriber::EnvFilter;
 
@@ -40,10 +47,7 @@ struct BufferWriter(Buffer);
 
 impl Write for BufferWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(bytes);
+        append(&self.0, bytes);
         Ok(bytes.len())
     }
 
@@ -52,12 +56,26 @@ impl Write for BufferWriter {
     }
 }
 
-/// Installs the process-wide subscriber (once) and returns its buffer.
+/// Appends `bytes` to the capture.
+fn append(buffer: &Buffer, bytes: &[u8]) {
+    buffer
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend_from_slice(bytes);
+}
+
+/// Installs the process-wide subscriber and the request-line sink (once), and returns their
+/// buffer.
 fn capture() -> Buffer {
     static CAPTURE: OnceLock<Buffer> = OnceLock::new();
     CAPTURE
         .get_or_init(|| {
             let buffer = Buffer::default();
+            // The first sink wins; `spawn_app` installs a no-op one, so this must come first.
+            let lines = buffer.clone();
+            tasks_shared::telemetry::capture(move |line| {
+                append(&lines, format!("{line}\n").as_bytes())
+            });
             let writer = buffer.clone();
             let subscriber = tracing_subscriber::fmt()
                 .with_env_filter(EnvFilter::new(FILTER))
@@ -91,8 +109,6 @@ struct Sent {
     emails: Vec<String>,
     /// Titles and descriptions sent, accepted or refused.
     texts: Vec<String>,
-    /// User ids (not asserted: reported, as the threat model counts them as protected).
-    user_ids: Vec<String>,
 }
 
 impl Sent {
@@ -125,6 +141,8 @@ struct Tour {
     sent: Sent,
     /// How many bytes of logs the tour produced.
     bytes: usize,
+    /// What the function binaries wrote to stdout and stderr (also in the capture).
+    lambda_output: String,
 }
 
 static TOUR: OnceCell<Tour> = OnceCell::const_new();
@@ -138,10 +156,16 @@ async fn tour() -> &'static Tour {
         jwks_down(&mut sent).await;
         database_down(&mut sent).await;
         bodies_routes_and_idempotent_writes(&mut sent).await;
+        let lambda_output = lambda_functions(&mut sent).await;
+        append(&buffer, lambda_output.as_bytes());
         // Connection tasks log as they wind down.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let bytes = buffer.lock().unwrap_or_else(|e| e.into_inner()).len();
-        Tour { sent, bytes }
+        Tour {
+            sent,
+            bytes,
+            lambda_output,
+        }
     })
     .await
 }
@@ -156,7 +180,6 @@ async fn tokens_of_every_kind(sent: &mut Sent) {
     let t = now();
     let claims = |sent: &mut Sent, extra: Value| {
         let sub = common::new_user_id();
-        sent.user_ids.push(sub.clone());
         let mut claims = json!({"sub": sub, "email": sent.email(), "exp": t + 600});
         for (key, value) in extra.as_object().expect("object") {
             claims[key] = value.clone();
@@ -278,9 +301,6 @@ async fn jwks_down(sent: &mut Sent) {
         if let Some(email) = entry["payload"]["email"].as_str() {
             sent.emails.push(email.to_owned());
         }
-        if let Some(user) = entry["user_id"].as_str() {
-            sent.user_ids.push(user.to_owned());
-        }
     }
     let better_auth = |url: String| async move {
         better_auth_app_at(&url, BETTER_AUTH_URL, BETTER_AUTH_URL).await
@@ -325,24 +345,29 @@ async fn jwks_down(sent: &mut Sent) {
     }
 }
 
-/// The database unreachable behind a URL that carries a password: reads, writes (with an
-/// `Idempotency-Key` and texts) and the health check are 503.
-async fn database_down(sent: &mut Sent) {
-    common::prepare_database().await;
-    let proxy = PgProxy::start(common::direct_upstream()).await;
+/// The test database through `proxy`, behind a URL that carries a new password (trust
+/// authentication ignores it).
+fn url_with_password(proxy: &PgProxy, sent: &mut Sent) -> String {
     let password = format!("hunter2-secret-{}", uuid::Uuid::now_v7().simple());
     sent.database_passwords.push(password.clone());
     let config: tokio_postgres::Config = common::direct_database_url().parse().expect("url");
     let user = config.get_user().unwrap_or("postgres");
     let db = config.get_dbname().unwrap_or("postgres");
-    let url = format!(
+    format!(
         "postgres://{user}:{password}@127.0.0.1:{}/{db}",
         proxy.address.port()
-    );
+    )
+}
+
+/// The database unreachable behind a URL that carries a password: reads, writes (with an
+/// `Idempotency-Key` and texts) and the health check are 503.
+async fn database_down(sent: &mut Sent) {
+    common::prepare_database().await;
+    let proxy = PgProxy::start(common::direct_upstream()).await;
+    let url = url_with_password(&proxy, sent);
     let app = spawn_app_with(&[("DATABASE_URL", &url), ("DATABASE_TIMEOUT_MS", "1000")]).await;
     sent.jwt_secrets.push(app.secret.clone());
     let user = common::new_user_id();
-    sent.user_ids.push(user.clone());
     let email = sent.email();
     let token = app.token_with(
         &user,
@@ -401,7 +426,6 @@ async fn bodies_routes_and_idempotent_writes(sent: &mut Sent) {
     let app = spawn_app_with(&[]).await;
     sent.jwt_secrets.push(app.secret.clone());
     let user = common::new_user_id();
-    sent.user_ids.push(user.clone());
     let email = sent.email();
     let token = app.token_with(
         &user,
@@ -608,6 +632,68 @@ async fn bodies_routes_and_idempotent_writes(sent: &mut Sent) {
     assert_eq!(listed.status, StatusCode::OK);
 }
 
+/// The `create-task` function binary under the Runtime API, with our filter in `RUST_LOG`: a
+/// create with texts and an email, a refused token, and a create while the database refuses
+/// connections (503). Returns what the process wrote to stdout and stderr, once it has exited.
+async fn lambda_functions(sent: &mut Sent) -> String {
+    common::prepare_database().await;
+    let proxy = PgProxy::start(common::direct_upstream()).await;
+    let secret = format!("lambda-secret-{}", uuid::Uuid::now_v7().simple());
+    sent.jwt_secrets.push(secret.clone());
+    let vars = [
+        ("DATABASE_URL", url_with_password(&proxy, sent)),
+        ("JWT_SECRET", secret.clone()),
+        ("RUST_LOG", FILTER.to_owned()),
+    ];
+    let mut function =
+        Function::start_with_output("create-task", &vars, Stdio::piped(), Stdio::piped()).await;
+    let mut stdout = function.child.stdout.take().expect("piped stdout");
+    let mut stderr = function.child.stderr.take().expect("piped stderr");
+    let read_stdout = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let _until_exit = stdout.read_to_end(&mut bytes).await;
+        bytes
+    });
+    let read_stderr = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let _until_exit = stderr.read_to_end(&mut bytes).await;
+        bytes
+    });
+
+    let claims = json!({
+        "sub": common::new_user_id(), "email": sent.email(), "exp": now() + 600,
+    });
+    let token = sign(Algorithm::HS256, &secret, &claims);
+    sent.token(&token);
+    let create = |token: &str, body: Value| {
+        let mut event = authorize(event("create-task"), token);
+        event["body"] = json!(body.to_string());
+        event
+    };
+    let body =
+        json!({"title": sent.marker("lambda-title"), "description": sent.marker("lambda-desc")});
+    let created = function.respond(&create(&token, body)).await;
+    assert_eq!(created["statusCode"], 201, "{created}");
+
+    let forged = sign(Algorithm::HS256, "not-the-secret", &claims);
+    sent.token(&forged);
+    let body = json!({"title": sent.marker("lambda-refused-title")});
+    let refused = function.respond(&create(&forged, body)).await;
+    assert_eq!(refused["statusCode"], 401, "{refused}");
+
+    proxy.set(Mode::Refuse);
+    let body = json!({"title": sent.marker("lambda-outage-title")});
+    let unavailable = function.respond(&create(&token, body)).await;
+    assert_eq!(unavailable["statusCode"], 503, "{unavailable}");
+    proxy.set(Mode::Open);
+
+    function.child.start_kill().expect("stop the function");
+    let _exited = function.child.wait().await;
+    let mut output = read_stdout.await.expect("stdout reader");
+    output.extend(read_stderr.await.expect("stderr reader"));
+    String::from_utf8_lossy(&output).into_owned()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The assertions
 
@@ -646,6 +732,25 @@ async fn the_capture_works() {
     ] {
         assert!(logs.contains(expected), "{expected:?} not in:\n{logs}");
     }
+    // The request lines: one per request, from the local server's sink and from the function.
+    for expected in [
+        r#""type":"request","#,
+        r#""route":"POST /api/tasks","status":413"#,
+        r#""status":503"#,
+    ] {
+        assert!(logs.contains(expected), "{expected:?} not in:\n{logs}");
+    }
+    // The function binary's own output: a request line per invocation, at least.
+    let lambda_lines = tour
+        .lambda_output
+        .lines()
+        .filter(|line| line.contains(r#""type":"request""#))
+        .count();
+    assert!(
+        lambda_lines >= 3,
+        "{lambda_lines} request lines from the function binary in:\n{}",
+        tour.lambda_output
+    );
     // And it records TRACE for our crates (the tour's paths log at INFO and WARN only).
     let canary = format!("canary-{}", uuid::Uuid::now_v7().simple());
     tracing::trace!(target: "tasks_shared::log_hygiene", %canary, "capture check");
@@ -676,21 +781,4 @@ async fn no_email_is_logged() {
 #[tokio::test]
 async fn no_title_or_description_is_logged() {
     assert_absent("titles and descriptions", &tour().await.sent.texts);
-}
-
-/// User ids are protected too (SECURITY.md), but not secret from the operator: reported only.
-#[tokio::test]
-async fn user_ids_in_logs_are_reported() {
-    let tour = tour().await;
-    let logs = captured();
-    let logged = tour
-        .sent
-        .user_ids
-        .iter()
-        .filter(|id| logs.contains(id.as_str()))
-        .count();
-    eprintln!(
-        "{logged} of {} user ids sent appear in the logs",
-        tour.sent.user_ids.len()
-    );
 }

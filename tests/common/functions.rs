@@ -51,6 +51,17 @@ impl Function {
     /// Starts `name` with the Lambda environment plus `vars` (nothing else is inherited but
     /// PATH, so the developer's shell cannot leak configuration in).
     pub async fn start(name: &str, vars: &[(&str, String)]) -> Self {
+        Self::start_with_output(name, vars, Stdio::null(), Stdio::null()).await
+    }
+
+    /// [`Function::start`], with the process' stdout and stderr going to `stdout` and `stderr`
+    /// (e.g. `Stdio::piped()`, read from `child`, to see what the function logs).
+    pub async fn start_with_output(
+        name: &str,
+        vars: &[(&str, String)],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Self {
         let api = RuntimeApi::start().await.expect("runtime api");
         let binary = binaries_dir().join(name);
         // e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu" to run arm64 binaries on x86_64.
@@ -70,8 +81,8 @@ impl Function {
             .envs(lambda_environment(&api, name))
             .envs(vars.iter().map(|(k, v)| (k.to_string(), v.clone())))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .kill_on_drop(true);
         let child = command.spawn().expect("spawn function");
         Self { api, child }
