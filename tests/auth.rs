@@ -5,45 +5,12 @@
 mod common;
 
 use common::jwks::{JwksServer, fixture};
-use common::{TestApp, spawn_app, spawn_app_with};
-use http::{Method, Request, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::Bytes;
+use common::tokens::{b64, now, sign};
+use common::{BETTER_AUTH_URL, better_auth_app, list_with, spawn_app, spawn_app_with};
+use http::{Method, StatusCode, header};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tasks_api::dev::TokenOptions;
-
-const BETTER_AUTH_URL: &str = "https://app.example.com";
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn sign(alg: Algorithm, secret: &str, claims: &Value) -> String {
-    encode(
-        &Header::new(alg),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
-
-async fn list_with(app: &TestApp, authorization: Option<&str>) -> common::TestResponse {
-    let mut builder = Request::builder().uri("/api/tasks");
-    if let Some(value) = authorization {
-        builder = builder.header(header::AUTHORIZATION, value);
-    }
-    app.request(builder.body(Full::new(Bytes::new())).unwrap())
-        .await
-}
-
-fn b64(value: &Value) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
-}
 
 #[tokio::test]
 async fn hs256_tokens_are_accepted_and_the_scheme_is_case_insensitive() {
@@ -262,16 +229,6 @@ async fn issuer_and_audience_apply_to_hs256_when_configured() {
             .await
             .assert_error(401, "UNAUTHORIZED");
     }
-}
-
-async fn better_auth_app(jwks: &JwksServer, issuer: &str, audience: &str) -> TestApp {
-    let url = jwks.url();
-    spawn_app_with(&[
-        ("JWKS_URL", &url),
-        ("JWT_ISSUER", issuer),
-        ("JWT_AUDIENCE", audience),
-    ])
-    .await
 }
 
 /// The user id Better Auth put in a fixture token.

@@ -14,12 +14,11 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestApp, inspect, spawn_app, spawn_app_with};
-use http::{Method, Request, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::Bytes;
+use common::tokens::{now, sign_raw_hs256};
+use common::{TestApp, bearer, inspect, json_type, spawn_app, spawn_app_with, stored_rows};
+use http::{Method, StatusCode, header};
 use proptest::prelude::*;
-use proptest::test_runner::{TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
 use tasks_api::dev::TokenOptions;
 
@@ -39,27 +38,19 @@ const LAST_MICROS_9999: i128 = 253_402_300_799_999_999;
 const DEFAULT_CASES: u32 = 48;
 const DEFAULT_SEED: u64 = 0x7a5c_0013;
 
-/// Runs `property` on generated values against one server, on one runtime, and panics with the
-/// (shrunk) failing input.
+/// Runs `property` on generated values against one server and a connection for inspection.
 fn run_property<S, F>(strategy: S, property: F)
 where
     S: Strategy,
     S::Value: std::fmt::Debug,
     F: AsyncFn(&TestApp, &tokio_postgres::Client, S::Value) -> Result<(), TestCaseError>,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (app, db) = runtime.block_on(async { (spawn_app().await, inspect().await) });
-    let mut runner = TestRunner::new(common::property::config(DEFAULT_CASES, DEFAULT_SEED));
-    let outcome = runner.run(&strategy, |value| {
-        runtime.block_on(property(&app, &db, value))
-    });
-    if let Err(failure) = outcome {
-        panic!("{failure}");
-    }
+    common::property::run(
+        (DEFAULT_CASES, DEFAULT_SEED),
+        async { (spawn_app().await, inspect().await) },
+        strategy,
+        async |(app, db), value| property(app, db, value).await,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,23 +289,6 @@ fn expected(raw: &[u8], replace: bool) -> Verdict {
     }
 }
 
-async fn send_raw(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Vec<u8>,
-) -> common::TestResponse {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("request");
-    app.request(request).await
-}
-
 /// The status and error of a refusal match the verdict; the body is the contract's error shape.
 fn check_refusal(
     response: &common::TestResponse,
@@ -334,25 +308,20 @@ fn check_refusal(
     Ok(())
 }
 
-async fn user_rows(db: &tokio_postgres::Client, user: &str) -> (i64, i64) {
-    let row = db
-        .query_one(
-            "SELECT (SELECT count(*) FROM users WHERE id = $1),
-                    (SELECT count(*) FROM tasks WHERE user_id = $1)",
-            &[&user],
-        )
-        .await
-        .expect("count rows");
-    (row.get(0), row.get(1))
-}
-
 #[test]
 fn generated_post_bodies_are_answered_by_the_contract_and_refusals_write_nothing() {
     run_property(body(), async |app, db, body| {
         let (user, token) = app.new_user();
         let raw = render_body(&body);
         let verdict = expected(&raw, false);
-        let response = send_raw(app, Method::POST, "/api/tasks", &token, raw).await;
+        let response = app
+            .send_raw(
+                Method::POST,
+                "/api/tasks",
+                &[bearer(&token), json_type()],
+                raw,
+            )
+            .await;
         prop_assert!(response.status.as_u16() < 500, "{:?}", response.body);
         match verdict {
             Verdict::Accepted {
@@ -374,7 +343,11 @@ fn generated_post_bodies_are_answered_by_the_contract_and_refusals_write_nothing
             }
             Verdict::Refused(status, field) => {
                 check_refusal(&response, status, field.as_deref())?;
-                prop_assert_eq!(user_rows(db, &user).await, (0, 0), "a refusal wrote rows");
+                prop_assert_eq!(
+                    stored_rows(db, &user).await,
+                    (0, 0, 0),
+                    "a refusal wrote rows"
+                );
             }
         }
         Ok(())
@@ -390,7 +363,9 @@ fn generated_put_bodies_are_answered_by_the_contract_and_refusals_change_nothing
         let raw = render_body(&body);
         let verdict = expected(&raw, true);
         let path = format!("/api/tasks/{id}");
-        let response = send_raw(app, Method::PUT, &path, &token, raw).await;
+        let response = app
+            .send_raw(Method::PUT, &path, &[bearer(&token), json_type()], raw)
+            .await;
         prop_assert!(response.status.as_u16() < 500, "{:?}", response.body);
         let after = app
             .send(Method::GET, &path, Some(&token), None)
@@ -414,7 +389,7 @@ fn generated_put_bodies_are_answered_by_the_contract_and_refusals_change_nothing
             Verdict::Refused(status, field) => {
                 check_refusal(&response, status, field.as_deref())?;
                 prop_assert_eq!(&after, &before, "a refused PUT changed the task");
-                prop_assert_eq!(user_rows(db, &user).await, (1, 1));
+                prop_assert_eq!(stored_rows(db, &user).await, (1, 1, 1));
             }
         }
         Ok(())
@@ -628,7 +603,7 @@ fn generated_list_queries_are_200_or_400_naming_the_parameter() {
             }
             Some(field) => check_refusal(&response, 400, Some(field))?,
         }
-        prop_assert_eq!(user_rows(db, &user).await, (0, 0), "a read wrote rows");
+        prop_assert_eq!(stored_rows(db, &user).await, (0, 0, 0), "a read wrote rows");
         Ok(())
     });
 }
@@ -716,7 +691,7 @@ fn generated_task_ids_are_404_on_every_route_and_write_nothing() {
                 base,
                 response.body
             );
-            prop_assert_eq!(user_rows(db, &user).await, (0, 0), "a 404 wrote rows");
+            prop_assert_eq!(stored_rows(db, &user).await, (0, 0, 0), "a 404 wrote rows");
             let path = format!("/api/tasks/{}", foreign["id"].as_str().expect("id"));
             let still = app.send(Method::GET, &path, Some(&owner_token), None).await;
             prop_assert_eq!(
@@ -724,7 +699,7 @@ fn generated_task_ids_are_404_on_every_route_and_write_nothing() {
                 &foreign,
                 "another user's task changed"
             );
-            prop_assert_eq!(user_rows(db, &owner).await, (1, 1));
+            prop_assert_eq!(stored_rows(db, &owner).await, (1, 1, 1));
             Ok(())
         },
     );
@@ -732,26 +707,6 @@ fn generated_task_ids_are_404_on_every_route_and_write_nothing() {
 
 // ---------------------------------------------------------------------------------------------
 // Token claims.
-
-/// A JWT whose payload is `payload` verbatim (so it may hold escapes no `&str` can), HS256-signed.
-fn raw_hs256(secret: &str, payload: &str) -> String {
-    tasks_shared::auth::install_crypto();
-    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
-    let message = format!("{header}.{}", URL_SAFE_NO_PAD.encode(payload));
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    let signature =
-        jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
-            .expect("HS256 signing");
-    format!("{message}.{signature}")
-}
-
-fn expiry() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-        + 600
-}
 
 #[derive(Debug, Clone)]
 struct ClaimsInput {
@@ -771,12 +726,12 @@ fn generated_sub_and_email_claims_are_201_or_401_and_refusals_write_nothing() {
         // Hex only, so it is a plain LIKE prefix.
         let prefix = format!("h{}", uuid::Uuid::now_v7().simple());
         let sub_literal = format!("\"{prefix}{}", &literal(&claims.sub_tail)[1..]);
-        let mut payload = format!("{{\"sub\": {sub_literal}, \"exp\": {}", expiry());
+        let mut payload = format!("{{\"sub\": {sub_literal}, \"exp\": {}", now() + 600);
         if let Some(email) = &claims.email {
             payload.push_str(&format!(", \"email\": {}", render_value(email)));
         }
         payload.push('}');
-        let token = raw_hs256(&app.secret, &payload);
+        let token = sign_raw_hs256(&app.secret, &payload);
 
         // The contract's verdict: the payload must be JSON, `sub` storable, the token ≤ 8 KiB.
         let parsed: Option<Value> = serde_json::from_str(&payload).ok();
@@ -890,28 +845,25 @@ fn generated_bad_tokens_are_401_and_write_nothing() {
             BadToken::Header(bytes) => bytes.clone(),
             BadToken::Claims(member) => {
                 let payload = format!("{{\"sub\": \"{user}\", {member}}}");
-                format!("Bearer {}", raw_hs256(&app.secret, &payload)).into_bytes()
+                format!("Bearer {}", sign_raw_hs256(&app.secret, &payload)).into_bytes()
             }
             BadToken::Sub(sub) => {
-                let payload = format!("{{\"sub\": {sub}, \"exp\": {}}}", expiry());
-                format!("Bearer {}", raw_hs256(&app.secret, &payload)).into_bytes()
+                let payload = format!("{{\"sub\": {sub}, \"exp\": {}}}", now() + 600);
+                format!("Bearer {}", sign_raw_hs256(&app.secret, &payload)).into_bytes()
             }
         };
         let Ok(value) = http::HeaderValue::from_bytes(&authorization) else {
             return Ok(()); // not sendable as a header at all
         };
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri("/api/tasks")
-            .header(header::AUTHORIZATION, value)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from_static(br#"{"title": "t"}"#)))
-            .expect("request");
-        let response = app.request(request).await;
+        let headers = [(header::AUTHORIZATION, value), json_type()];
+        let body = br#"{"title": "t"}"#.to_vec();
+        let response = app
+            .send_raw(Method::POST, "/api/tasks", &headers, body)
+            .await;
         check_refusal(&response, 401, None)?;
         prop_assert_eq!(
-            user_rows(db, &user).await,
-            (0, 0),
+            stored_rows(db, &user).await,
+            (0, 0, 0),
             "a refused token wrote rows"
         );
         Ok(())
@@ -930,7 +882,7 @@ fn options(email: Option<&str>) -> TokenOptions<'_> {
 }
 
 async fn assert_nothing_stored(user: &str) {
-    assert_eq!(user_rows(&inspect().await, user).await, (0, 0));
+    assert_eq!(stored_rows(&inspect().await, user).await, (0, 0, 0));
 }
 
 #[tokio::test]
@@ -945,7 +897,14 @@ async fn nul_in_title_or_description_is_400_naming_the_field_on_post_and_put() {
         ),
     ] {
         let (user, token) = app.new_user();
-        let response = send_raw(&app, Method::POST, "/api/tasks", &token, body.into()).await;
+        let response = app
+            .send_raw(
+                Method::POST,
+                "/api/tasks",
+                &[bearer(&token), json_type()],
+                body.into(),
+            )
+            .await;
         let json = response.assert_error(400, "VALIDATION_ERROR");
         assert_eq!(json["error"]["details"]["field"], field, "{body}");
         assert_nothing_stored(&user).await;
@@ -953,7 +912,14 @@ async fn nul_in_title_or_description_is_400_naming_the_field_on_post_and_put() {
         let (_, token) = app.new_user();
         let task = app.create_task(&token, "before").await;
         let path = format!("/api/tasks/{}", task["id"].as_str().expect("id"));
-        let response = send_raw(&app, Method::PUT, &path, &token, body.into()).await;
+        let response = app
+            .send_raw(
+                Method::PUT,
+                &path,
+                &[bearer(&token), json_type()],
+                body.into(),
+            )
+            .await;
         let json = response.assert_error(400, "VALIDATION_ERROR");
         assert_eq!(json["error"]["details"]["field"], field, "{body}");
         let after = app.send(Method::GET, &path, Some(&token), None).await;
@@ -966,7 +932,14 @@ async fn lone_surrogate_escape_in_title_is_400() {
     let app = spawn_app().await;
     let (user, token) = app.new_user();
     let body = r#"{"title": "a\ud800b"}"#;
-    let response = send_raw(&app, Method::POST, "/api/tasks", &token, body.into()).await;
+    let response = app
+        .send_raw(
+            Method::POST,
+            "/api/tasks",
+            &[bearer(&token), json_type()],
+            body.into(),
+        )
+        .await;
     response.assert_error(400, "VALIDATION_ERROR");
     assert_nothing_stored(&user).await;
 }
@@ -1006,7 +979,7 @@ async fn sub_length_is_bounded_at_255_code_points() {
         .await;
     assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
     assert_eq!(response.json()["data"]["user_id"], at_limit.as_str());
-    assert_eq!(user_rows(&inspect().await, &at_limit).await, (1, 1));
+    assert_eq!(stored_rows(&inspect().await, &at_limit).await, (1, 1, 1));
 
     let over = format!("{at_limit}x");
     let token = app.token_with(&over, &options(None));
@@ -1085,13 +1058,13 @@ async fn lone_surrogate_escape_in_a_claim_is_401() {
     let body = json!({"title": "t"});
     let user = common::new_user_id();
     for payload in [
-        format!(r#"{{"sub": "{user}\ud800", "exp": {}}}"#, expiry()),
+        format!(r#"{{"sub": "{user}\ud800", "exp": {}}}"#, now() + 600),
         format!(
             r#"{{"sub": "{user}", "email": "\udfff@x", "exp": {}}}"#,
-            expiry()
+            now() + 600
         ),
     ] {
-        let token = raw_hs256(&app.secret, &payload);
+        let token = sign_raw_hs256(&app.secret, &payload);
         app.send(Method::POST, "/api/tasks", Some(&token), Some(&body))
             .await
             .assert_error(401, "UNAUTHORIZED");
@@ -1149,7 +1122,7 @@ async fn jwks_tokens_get_the_same_claim_rules() {
     };
     let body = json!({"title": "t"});
     let user = common::new_user_id();
-    let ok = sign(&json!({"sub": user, "exp": expiry(), "email": "x\u{0}@example.com"}));
+    let ok = sign(&json!({"sub": user, "exp": now() + 600, "email": "x\u{0}@example.com"}));
     let response = app
         .send(Method::POST, "/api/tasks", Some(&ok), Some(&body))
         .await;
@@ -1161,7 +1134,7 @@ async fn jwks_tokens_get_the_same_claim_rules() {
         .expect("users row");
     assert_eq!(row.get::<_, Option<&str>>(0), None);
     for sub in ["a\0b".to_owned(), "x".repeat(SUB_MAX + 1)] {
-        let token = sign(&json!({"sub": sub, "exp": expiry()}));
+        let token = sign(&json!({"sub": sub, "exp": now() + 600}));
         app.send(Method::POST, "/api/tasks", Some(&token), Some(&body))
             .await
             .assert_error(401, "UNAUTHORIZED");

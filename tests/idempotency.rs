@@ -8,12 +8,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestApp, TestResponse, inspect, spawn_app};
+use common::{TestApp, TestResponse, bearer, header_field, inspect, json_type, spawn_app};
 use futures_util::future::join_all;
-use http::{HeaderValue, Method, Request, StatusCode, header};
-use http_body_util::Full;
-use hyper::body::Bytes;
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use serde_json::Value;
+use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
 const KEY_HEADER: &str = "idempotency-key";
@@ -55,27 +54,24 @@ impl<'a> Write<'a> {
         self
     }
 
-    fn request(&self) -> Request<Full<Bytes>> {
-        let mut builder = Request::builder()
-            .method(self.method.clone())
-            .uri(&self.path)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
+    /// Sends the write with `extra` header lines after its own.
+    async fn send_with(&self, app: &TestApp, extra: &[(HeaderName, HeaderValue)]) -> TestResponse {
+        let mut headers = vec![bearer(self.token)];
         if let Some(key) = self.key {
             let value = HeaderValue::from_bytes(key).expect("a header value the client can send");
-            builder = builder.header(KEY_HEADER, value);
+            headers.push((HeaderName::from_static(KEY_HEADER), value));
         }
-        let body = match self.body {
-            Some(body) => {
-                builder = builder.header(header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(body.to_owned()))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        builder.body(body).expect("request")
+        if self.body.is_some() {
+            headers.push(json_type());
+        }
+        headers.extend_from_slice(extra);
+        let body = self.body.unwrap_or_default().as_bytes().to_vec();
+        app.send_raw(self.method.clone(), &self.path, &headers, body)
+            .await
     }
 
     async fn send(&self, app: &TestApp) -> TestResponse {
-        app.request(self.request()).await
+        self.send_with(app, &[]).await
     }
 }
 
@@ -645,16 +641,16 @@ async fn malformed_keys_are_400_on_every_write_route_and_write_nothing() {
 async fn two_key_headers_are_400() {
     let app = spawn_app().await;
     let (user, token) = app.new_user();
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri("/api/tasks")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(KEY_HEADER, fresh_key())
-        .header(KEY_HEADER, fresh_key())
-        .body(Full::new(Bytes::from_static(TITLE_A.as_bytes())))
-        .unwrap();
-    assert_malformed_key(&app.request(request).await, "two headers");
+    let (first, second) = (fresh_key(), fresh_key());
+    let two_keys = [
+        header_field(KEY_HEADER, &first),
+        header_field(KEY_HEADER, &second),
+    ];
+    let response = create(&token)
+        .body(TITLE_A)
+        .send_with(&app, &two_keys)
+        .await;
+    assert_malformed_key(&response, "two headers");
     assert_eq!(task_count(&inspect().await, &user).await, 0);
 }
 
@@ -800,23 +796,21 @@ async fn a_412_is_not_remembered_and_a_replay_skips_preconditions() {
     assert_ne!(stale, current);
 
     let key = fresh_key();
-    let with_tag = |tag: &str| {
-        let mut request = update(&token, &id).key(&key).body(TITLE_B).request();
-        request
-            .headers_mut()
-            .insert(header::IF_MATCH, HeaderValue::from_str(tag).unwrap());
-        request
+    let with_tag = async |tag: &str| {
+        let if_match = [header_field("if-match", tag)];
+        let write = update(&token, &id).key(&key).body(TITLE_B);
+        write.send_with(&app, &if_match).await
     };
-    let failed = app.request(with_tag(&stale)).await;
+    let failed = with_tag(&stale).await;
     failed.assert_error(412, "PRECONDITION_FAILED");
     assert_eq!(failed.header(header::ETAG), Some(&*current));
 
-    let first = app.request(with_tag(&current)).await;
+    let first = with_tag(&current).await;
     assert_first(&first, StatusCode::OK);
     assert_eq!(data(&first)["title"], "buy bread");
     // The same request (headers are not part of it) replays, before If-Match is checked.
-    assert_replay_of(&first, &app.request(with_tag(&stale)).await);
-    assert_replay_of(&first, &app.request(with_tag(&current)).await);
+    assert_replay_of(&first, &with_tag(&stale).await);
+    assert_replay_of(&first, &with_tag(&current).await);
 }
 
 #[tokio::test]
@@ -930,20 +924,15 @@ async fn wait_until_blocked_by(db: &tokio_postgres::Client, blocker: i32) {
     }
 }
 
-/// A key held by an uncommitted write: a request with it waits; when that write rolls back,
-/// the waiting request performs the write itself ("if the first one fails, a waiting one may
-/// perform the write instead").
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_waiting_on_a_key_writes_when_the_holder_rolls_back() {
-    let app = spawn_app().await;
-    let (user, token) = app.new_user();
-    let key = fresh_key();
+/// A session inside an open transaction that has recorded `key` for `user` (another request's
+/// record, not yet committed), and its backend pid.
+async fn hold_key(user: &str, key: &str) -> (tokio_postgres::Client, i32) {
     let holder = inspect().await;
-    holder.batch_execute("BEGIN").await.unwrap();
+    holder.batch_execute("BEGIN").await.expect("BEGIN");
     let pid: i32 = holder
         .query_one("SELECT pg_backend_pid()", &[])
         .await
-        .unwrap()
+        .expect("pid")
         .get(0);
     holder
         .execute(
@@ -952,7 +941,19 @@ async fn a_request_waiting_on_a_key_writes_when_the_holder_rolls_back() {
             &[&user, &key],
         )
         .await
-        .unwrap();
+        .expect("hold the key");
+    (holder, pid)
+}
+
+/// A key held by an uncommitted write: a request with it waits; when that write rolls back,
+/// the waiting request performs the write itself ("if the first one fails, a waiting one may
+/// perform the write instead").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_on_a_key_writes_when_the_holder_rolls_back() {
+    let app = spawn_app().await;
+    let (user, token) = app.new_user();
+    let key = fresh_key();
+    let (holder, pid) = hold_key(&user, &key).await;
     let observer = inspect().await;
     let write = create(&token).key(&key).body(TITLE_A);
     let (response, ()) = tokio::join!(write.send(&app), async {
@@ -971,21 +972,7 @@ async fn a_request_waiting_on_a_key_reads_the_holders_record_when_it_commits() {
     let app = spawn_app().await;
     let (user, token) = app.new_user();
     let key = fresh_key();
-    let holder = inspect().await;
-    holder.batch_execute("BEGIN").await.unwrap();
-    let pid: i32 = holder
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    holder
-        .execute(
-            "INSERT INTO idempotency_keys (user_id, key, request_hash, request_id, expires_at)
-             VALUES ($1, $2, '\\x00', gen_random_uuid(), now() + interval '1 hour')",
-            &[&user, &key],
-        )
-        .await
-        .unwrap();
+    let (holder, pid) = hold_key(&user, &key).await;
     let observer = inspect().await;
     let write = create(&token).key(&key).body(TITLE_A);
     let (response, ()) = tokio::join!(write.send(&app), async {
@@ -1096,44 +1083,91 @@ async fn an_expired_key_is_purged_and_the_same_request_is_then_new() {
     );
 }
 
+/// A write purges the oldest expired keys (up to 4) in its own transaction. Each attempt
+/// records 3 expired keys of its own, older than any other, and opens a snapshot before one
+/// write: after the write, that snapshot still sees the deleted rows and, in `xmax`, the
+/// transaction that deleted (or locked) each, which must be the one that inserted the write's
+/// task (its `xmin`). Writes of tests running alongside purge too and may take some first; such
+/// an attempt is made again with new keys. So the test passes only once it has seen its own
+/// write purge all three, and fails at once when a key nobody else touched was left in place.
 #[tokio::test]
 async fn writes_purge_expired_keys() {
+    const ATTEMPTS: i32 = 10;
     let app = spawn_app().await;
     let (_, token) = app.new_user();
-    let throwaway = common::new_user_id();
     let db = inspect().await;
-    // The oldest expired keys in the table: the purge takes them first.
-    db.execute(
-        "INSERT INTO idempotency_keys (user_id, key, request_hash, request_id, expires_at)
-         SELECT $1, 'old-' || n, '\\x00', gen_random_uuid(),
-                timestamptz '1970-01-01 00:00:00Z' + n * interval '1 second'
-         FROM generate_series(1, 3) n",
-        &[&throwaway],
-    )
-    .await
-    .unwrap();
-    let remaining = || {
-        count(
+    let mut observer = inspect().await;
+    let mut seen = Vec::new();
+    for attempt in 1..=ATTEMPTS {
+        let owner = common::new_user_id();
+        // Older than any key recorded before (the later the insert, the older the keys), so
+        // leftovers of earlier attempts or runs never come first.
+        db.execute(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, request_id, expires_at)
+             SELECT $1, 'expired-' || n, '\\x00', gen_random_uuid(),
+                    timestamptz '1960-01-01 00:00:00Z'
+                    - extract(epoch FROM clock_timestamp()) * interval '1 second'
+                    + n * interval '1 microsecond'
+             FROM generate_series(1, 3) n",
+            &[&owner],
+        )
+        .await
+        .expect("expired keys");
+        let keys_of_owner = "SELECT xmax::text FROM idempotency_keys WHERE user_id = $1";
+        let snapshot = observer
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .expect("snapshot");
+        let before = snapshot
+            .query(keys_of_owner, &[&owner])
+            .await
+            .expect("keys");
+
+        let created = create(&token).body(TITLE_A).send(&app).await;
+        assert_first(&created, StatusCode::CREATED);
+        let task = Uuid::parse_str(&id_of(&created)).expect("uuid");
+        let writer: String = db
+            .query_one("SELECT xmin::text FROM tasks WHERE id = $1", &[&task])
+            .await
+            .expect("the write's task")
+            .get(0);
+        let deleted_by: Vec<String> = snapshot
+            .query(keys_of_owner, &[&owner])
+            .await
+            .expect("keys as the snapshot sees them")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        snapshot.rollback().await.expect("end the snapshot");
+        let remaining = count(
             &db,
             "SELECT count(*) FROM idempotency_keys WHERE user_id = $1",
-            &throwaway,
+            &owner,
         )
-    };
-    // No count check here: writes of tests running alongside may purge them first, which is
-    // the behaviour under test too. Ours must finish the job within a few writes.
-    let mut writes = 0;
-    while remaining().await > 0 {
-        assert!(
-            writes < 10,
-            "10 writes did not purge 3 of the oldest expired keys"
-        );
-        let body = format!(r#"{{"title":"write {writes}"}}"#);
-        assert_first(
-            &create(&token).body(&body).send(&app).await,
-            StatusCode::CREATED,
-        );
-        writes += 1;
+        .await;
+
+        let others = deleted_by.iter().any(|xmax| xmax != "0" && *xmax != writer);
+        if before.len() == 3 && !others {
+            assert!(
+                deleted_by.iter().all(|xmax| *xmax == writer),
+                "the write (transaction {writer}) left the oldest expired keys in place: \
+                 deleted by {deleted_by:?}"
+            );
+            assert_eq!(remaining, 0, "purged by the write yet still stored");
+            return;
+        }
+        seen.push(format!(
+            "attempt {attempt}: write {writer}, {} keys before, deleted by {deleted_by:?}, {remaining} left",
+            before.len()
+        ));
     }
+    panic!(
+        "other writes purged first in each of {ATTEMPTS} attempts:\n{}",
+        seen.join("\n")
+    );
 }
 
 #[tokio::test]

@@ -23,12 +23,13 @@ mod common;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::jwks::JwksServer;
+use common::tokens::{self, now};
 use common::{
     TestApp, TestResponse, bearer, inspect, json_type, spawn_app, spawn_app_with, stored_rows,
 };
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use proptest::prelude::*;
-use proptest::test_runner::{TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
 
@@ -37,7 +38,7 @@ const TITLE_MAX: usize = 500;
 const DESCRIPTION_MAX: usize = 5000;
 const BODY_MAX_BYTES: usize = 64 * 1024;
 const TOKEN_MAX_BYTES: usize = 8192;
-const LEEWAY: u64 = 60;
+const LEEWAY: i64 = 60;
 const KEY_MAX: usize = 255;
 /// PostgreSQL's earliest `timestamptz` and the last microsecond of year 9999, as Unix µs: the
 /// range a cursor position can name (see `tests/hostile_input.rs`).
@@ -105,24 +106,19 @@ async fn context(setup: Setup) -> Ctx {
     }
 }
 
-/// Runs `property` on generated values against one server and panics with the (shrunk) input.
+/// Runs `property` on generated values against one server set up as `setup` says.
 fn run_property<S, F>(setup: Setup, strategy: S, property: F)
 where
     S: Strategy,
     S::Value: std::fmt::Debug,
     F: AsyncFn(&Ctx, S::Value) -> Result<(), TestCaseError>,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let ctx = runtime.block_on(context(setup));
-    let mut runner = TestRunner::new(common::property::config(DEFAULT_CASES, DEFAULT_SEED));
-    let outcome = runner.run(&strategy, |value| runtime.block_on(property(&ctx, value)));
-    if let Err(failure) = outcome {
-        panic!("{failure}");
-    }
+    common::property::run(
+        (DEFAULT_CASES, DEFAULT_SEED),
+        context(setup),
+        strategy,
+        property,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -180,13 +176,6 @@ async fn task_row(
     .await
     .expect("task row")
     .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// What the contract says about an input where it leaves room for either answer (an
@@ -734,7 +723,7 @@ fn token_input() -> impl Strategy<Value = TokenInput> {
         )
 }
 
-fn exp_json(exp: Exp, now: u64) -> (Option<String>, Verdict) {
+fn exp_json(exp: Exp, now: i64) -> (Option<String>, Verdict) {
     let v = |s: String, verdict| (Some(s), verdict);
     match exp {
         Exp::In600 => v(format!("{}", now + 600), Verdict::Accept),
@@ -753,7 +742,7 @@ fn exp_json(exp: Exp, now: u64) -> (Option<String>, Verdict) {
     }
 }
 
-fn nbf_json(nbf: Nbf, now: u64) -> (Option<String>, Verdict) {
+fn nbf_json(nbf: Nbf, now: i64) -> (Option<String>, Verdict) {
     let v = |s: String, verdict| (Some(s), verdict);
     match nbf {
         Nbf::Absent => (None, Verdict::Accept),
@@ -816,7 +805,7 @@ fn nested(depth: usize) -> String {
 }
 
 /// The claims JSON (padded by `pad` characters) and its verdict.
-fn claims_json(input: &TokenInput, user: &str, now: u64, pad: usize) -> (String, Verdict) {
+fn claims_json(input: &TokenInput, user: &str, now: i64, pad: usize) -> (String, Verdict) {
     let mut members = Vec::new();
     let mut verdict = Verdict::Accept;
     for (name, (raw, member_verdict)) in [
@@ -857,11 +846,7 @@ fn claims_json(input: &TokenInput, user: &str, now: u64, pad: usize) -> (String,
 }
 
 fn sign(ctx: &Ctx, alg: Alg, signer: Signer, secret: &str, message: &str) -> String {
-    let hmac = |alg| {
-        tasks_shared::auth::install_crypto();
-        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-        jsonwebtoken::crypto::sign(message.as_bytes(), &key, alg).expect("HMAC signing")
-    };
+    let hmac = |alg| tokens::hmac(alg, secret, message);
     let ed = || {
         let key = ctx.key.as_ref().expect("JWKS setup");
         URL_SAFE_NO_PAD.encode(key.sign(message.as_bytes()).as_ref())

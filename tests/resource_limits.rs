@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::jwks::{JwksServer, allowed_fetches, fixture, unknown_kid_token};
+use common::tokens::{hmac, now};
 use common::{
-    TestApp, TestResponse, bearer, inspect, json_type, spawn_app, spawn_app_with, stored_rows,
+    BETTER_AUTH_URL, TestApp, TestResponse, bearer, better_auth_app, inspect, json_type, spawn_app,
+    stored_rows,
 };
 use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
@@ -39,7 +41,6 @@ const LIMIT_DEFAULT: usize = 100;
 /// request, and bytes buffered for a request head.
 const HYPER_MAX_HEADERS: usize = 100;
 const HYPER_MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
-const BETTER_AUTH_URL: &str = "https://app.example.com";
 const STORM: usize = 50;
 
 async fn user_rows(user: &str) -> (i64, i64, i64) {
@@ -221,12 +222,7 @@ async fn a_body_far_over_the_limit_is_413_before_it_is_read() {
 
 /// An HS256 token of exactly `len` bytes for `user` (padded with a `pad` claim).
 fn hs256_of_len(secret: &str, user: &str, len: usize) -> String {
-    tasks_shared::auth::install_crypto();
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 600;
+    let exp = now() + 600;
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
     // Start a little below the padding that fills the token (base64 grows 4 per 3 bytes).
     let bare = json!({"sub": user, "exp": exp, "pad": ""})
@@ -240,10 +236,7 @@ fn hs256_of_len(secret: &str, user: &str, len: usize) -> String {
         if message.len() + 1 + 43 < len {
             continue;
         }
-        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-        let signature =
-            jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
-                .expect("sign");
+        let signature = hmac(jsonwebtoken::Algorithm::HS256, secret, &message);
         let token = format!("{message}.{signature}");
         assert_eq!(token.len(), len, "no token of exactly {len} bytes");
         return token;
@@ -493,15 +486,6 @@ async fn list_limit_is_1_to_500_default_100_and_a_page_never_holds_more() {
 // ---------------------------------------------------------------------------------------------
 // JWKS refetch storm.
 
-async fn better_auth_app(jwks: &JwksServer) -> TestApp {
-    spawn_app_with(&[
-        ("JWKS_URL", &jwks.url()),
-        ("JWT_ISSUER", BETTER_AUTH_URL),
-        ("JWT_AUDIENCE", BETTER_AUTH_URL),
-    ])
-    .await
-}
-
 /// `STORM` concurrent POSTs, each with its own unknown `kid`; returns their statuses and the
 /// time the storm took.
 async fn storm(app: &TestApp, wave: &str, sub: &str) -> (Vec<TestResponse>, Duration) {
@@ -522,7 +506,7 @@ async fn storm(app: &TestApp, wave: &str, sub: &str) -> (Vec<TestResponse>, Dura
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_storm_on_a_cold_instance_costs_one_jwks_fetch() {
     let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
-    let app = better_auth_app(&jwks).await;
+    let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let sub = common::new_user_id();
     assert_eq!(
         jwks.hits(),
@@ -566,7 +550,7 @@ async fn an_unknown_kid_storm_mixed_with_good_tokens_costs_one_fetch_and_refuses
     let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
     // The JWKS host is slow (another region): the whole storm arrives during the one fetch.
     jwks.set_delay(Duration::from_millis(300));
-    let app = better_auth_app(&jwks).await;
+    let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let sub = common::new_user_id();
     let good = fixture("eddsa.jwt");
     let requests = (0..STORM).map(|i| {
@@ -597,7 +581,7 @@ async fn an_unknown_kid_storm_mixed_with_good_tokens_costs_one_fetch_and_refuses
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_storm_on_a_warm_instance_costs_no_fetch() {
     let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
-    let app = better_auth_app(&jwks).await;
+    let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let good = fixture("eddsa.jwt");
     let response = app.send(Method::GET, "/api/tasks", Some(&good), None).await;
     assert_eq!(response.status, StatusCode::OK);
@@ -617,7 +601,7 @@ async fn an_unknown_kid_storm_on_a_warm_instance_costs_no_fetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_storm_while_the_jwks_is_down_is_503_with_one_fetch_per_5_s() {
     let jwks = JwksServer::start(None).await;
-    let app = better_auth_app(&jwks).await;
+    let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let sub = common::new_user_id();
     let (responses, elapsed) = storm(&app, "down", &sub).await;
     for response in &responses {

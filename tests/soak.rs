@@ -4,6 +4,10 @@
 //! outage. Each logical write carries an `Idempotency-Key` and is retried with it after a 503, as
 //! the README tells frontends to: none is lost, none doubled.
 //!
+//! The restart is checked, not assumed: PostgreSQL's `pg_postmaster_start_time()` must have moved
+//! on between the start and the end of the run, so a restart command that does nothing fails the
+//! test. Without `TASKS_SOAK_RESTART_CMD` the test fails at once rather than soak without one.
+//!
 //! It restarts the machine's PostgreSQL, so it only runs when asked:
 //!     TASKS_SOAK_RESTART_CMD='pg_ctlcluster --skip-systemctl-redirect 15 main restart' \
 //!     TEST_DATABASE_URL=postgres://postgres@127.0.0.1:6432/tasks_test \
@@ -15,7 +19,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{inspect, spawn_app_with};
+use common::{bearer, header_field, inspect, json_type, spawn_app_with};
 use futures_util::future::join_all;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -35,15 +39,22 @@ struct Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "restarts PostgreSQL; run by .ci/run"]
 async fn acknowledged_writes_survive_a_restart_under_load() {
-    let restart = std::env::var("TASKS_SOAK_RESTART_CMD").expect("TASKS_SOAK_RESTART_CMD");
+    let Ok(restart) = std::env::var("TASKS_SOAK_RESTART_CMD") else {
+        panic!(
+            "TASKS_SOAK_RESTART_CMD is not set: this test restarts PostgreSQL and checks that it \
+             did; nothing was run"
+        );
+    };
     let app = spawn_app_with(&[("DATABASE_POOL_SIZE", "16")]).await;
+    let postmaster_started_before = postmaster_start_time().await;
     let started = Instant::now();
+    let command = restart.clone();
     let restarter = tokio::spawn(async move {
         tokio::time::sleep(RESTART_AT).await;
         let begun = started.elapsed();
         let status = tokio::process::Command::new("sh")
             .arg("-c")
-            .arg(&restart)
+            .arg(&command)
             .status()
             .await;
         assert!(status.is_ok_and(|s| s.success()), "restart command failed");
@@ -63,17 +74,19 @@ async fn acknowledged_writes_survive_a_restart_under_load() {
                     let title = format!("soak {i}-{n} {}", uuid::Uuid::now_v7());
                     (format!("soak-{i}-{n}"), json!({ "title": title }))
                 });
-                let request = http::Request::builder()
-                    .method(Method::POST)
-                    .uri("/api/tasks")
-                    .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .header("idempotency-key", &key)
-                    .body(http_body_util::Full::new(hyper::body::Bytes::from(
-                        body.to_string(),
-                    )))
-                    .expect("request");
-                let response = app.request(request).await;
+                let headers = [
+                    bearer(&token),
+                    json_type(),
+                    header_field("idempotency-key", &key),
+                ];
+                let response = app
+                    .send_raw(
+                        Method::POST,
+                        "/api/tasks",
+                        &headers,
+                        body.to_string().into_bytes(),
+                    )
+                    .await;
                 match response.status {
                     StatusCode::CREATED => {
                         let data = &response.json()["data"];
@@ -106,6 +119,7 @@ async fn acknowledged_writes_survive_a_restart_under_load() {
         .collect();
     let unavailable: Vec<Duration> = tallies.iter().flat_map(|t| t.unavailable.clone()).collect();
     let other: Vec<&String> = tallies.iter().flat_map(|t| &t.other_errors).collect();
+    let postmaster_started_after = postmaster_start_time().await;
     let db = inspect().await;
     let stored: i64 = db
         .query_one(
@@ -127,7 +141,7 @@ async fn acknowledged_writes_survive_a_restart_under_load() {
     let last_503 = unavailable.iter().max().copied().unwrap_or_default();
     let first_503 = unavailable.iter().min().copied().unwrap_or_default();
     eprintln!(
-        "soak: {} acknowledged, {} stored, {} x 503 between {:?} and {:?}, restart {:?}..{:?}, other errors {}",
+        "soak: {} acknowledged, {} stored, {} x 503 between {:?} and {:?}, restart {:?}..{:?}, other errors {}, postmaster started {} then {}",
         acknowledged.len(),
         stored,
         unavailable.len(),
@@ -135,7 +149,13 @@ async fn acknowledged_writes_survive_a_restart_under_load() {
         last_503,
         restart_began,
         restart_ended,
-        other.len()
+        other.len(),
+        postmaster_started_before,
+        postmaster_started_after,
+    );
+    assert_ne!(
+        postmaster_started_before, postmaster_started_after,
+        "PostgreSQL did not restart: {restart:?} left the postmaster running"
     );
     assert!(other.is_empty(), "only 503s are allowed: {other:?}");
     assert_eq!(
@@ -160,4 +180,14 @@ async fn acknowledged_writes_survive_a_restart_under_load() {
             "503s long after recovery: {last_503:?}"
         );
     }
+}
+
+/// When the PostgreSQL postmaster started: a restart changes it, nothing else does.
+async fn postmaster_start_time() -> String {
+    inspect()
+        .await
+        .query_one("SELECT pg_postmaster_start_time()::text", &[])
+        .await
+        .expect("pg_postmaster_start_time()")
+        .get(0)
 }

@@ -6,7 +6,9 @@
 //!   ClientHello straight away, refuses a direct ClientHello without ALPN `postgresql` (fatal
 //!   `no_application_protocol`, as PostgreSQL 17 does), and forwards the plaintext protocol to
 //!   the test database. It records the flights on the client's side of the wire, so the round
-//!   trip that direct negotiation saves is counted, not assumed.
+//!   trip that direct negotiation saves is counted, not assumed. The API's own connection code
+//!   (`tasks_shared::db`) must offer that ALPN to get through, and must refuse
+//!   `sslnegotiation=direct` without TLS required.
 //! - Neon's certificate shape on a throwaway PostgreSQL (`common/tls_cluster.rs`): a P-384 root,
 //!   a P-384 intermediate signing with ecdsa-with-SHA384, a P-256 or P-384 leaf. `verify-full`
 //!   walks the chain; SCRAM-SHA-256-PLUS (`channel_binding=require`) works because the
@@ -14,6 +16,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -29,7 +32,8 @@ use http::{Method, StatusCode};
 use ring::digest::{SHA256, SHA384, digest};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{Acceptor, ServerConfig, ServerConnection};
-use tasks_shared::config::DatabaseSettings;
+use tasks_shared::State;
+use tasks_shared::config::{Config, DatabaseSettings, Runtime};
 use tasks_shared::db::{Database, DbError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -556,16 +560,16 @@ async fn direct_with_alpn(proxy: &TlsProxy, root_der: &[u8], alpn: &[&[u8]]) -> 
     Ok(())
 }
 
+/// A server that refuses direct TLS without ALPN `postgresql` (PostgreSQL 17, Neon's proxy)
+/// takes the API's connections, because the API offers it (`shared/src/db`: neither
+/// tokio-postgres nor tokio-postgres-rustls does). The proxy's refusal is shown to fire first,
+/// with a bare client offering no ALPN or another one, so the API's success is not for want of
+/// a refusal.
 #[tokio::test]
-async fn direct_tls_without_the_postgresql_alpn_is_refused() {
+async fn the_api_offers_the_alpn_direct_tls_requires() {
     let chain = ServerChain::generate(Chain::Intermediate { leaf: Curve::P256 });
+    let ca = TempFile::new(&chain.root_pem);
     let proxy = TlsProxy::start(&chain).await;
-
-    // The control: the same client with the ALPN gets through.
-    direct_with_alpn(&proxy, &chain.root_der, &[POSTGRESQL_ALPN])
-        .await
-        .expect("with ALPN postgresql");
-    proxy.take_wires();
 
     for alpn in [&[][..], &[&b"http/1.1"[..]][..]] {
         let refused = direct_with_alpn(&proxy, &chain.root_der, alpn)
@@ -581,11 +585,43 @@ async fn direct_tls_without_the_postgresql_alpn_is_refused() {
             wires[0]
         );
         let ended = wires[0].ended.as_deref().unwrap_or_default();
+        assert!(ended.contains("ALPN"), "{ended}");
+    }
+
+    // The API's connection code (`tasks_shared::db::Database`), direct and verified.
+    let wire = first_statement(&proxy, "sslmode=verify-full&sslnegotiation=direct", &ca).await;
+    assert_eq!(wire.negotiation, Some(Negotiation::Direct));
+    assert_eq!(wire.alpn, Some(Some(POSTGRESQL_ALPN.to_vec())));
+    assert_eq!(wire.ended, None, "{wire:?}");
+}
+
+/// `sslnegotiation=direct` without TLS required is a configuration error of the API (as in
+/// libpq: direct negotiation never falls back to plain text), so no server starts with it.
+#[tokio::test]
+async fn the_api_refuses_direct_negotiation_without_tls_required() {
+    let chain = ServerChain::generate(Chain::Intermediate { leaf: Curve::P256 });
+    let proxy = TlsProxy::start(&chain).await;
+    for query in [
+        "sslnegotiation=direct",
+        "sslmode=prefer&sslnegotiation=direct",
+        "sslmode=disable&sslnegotiation=direct",
+    ] {
+        let vars = HashMap::from([
+            ("DATABASE_URL", proxy.url(query)),
+            ("JWT_SECRET", "tls-neon-secret".to_owned()),
+        ]);
+        let config = Config::from_lookup(&|name| vars.get(name).cloned(), Runtime::Local)
+            .expect("the rest of the configuration is valid");
+        let Err(refused) = State::new(config) else {
+            panic!("{query}: the API accepted direct negotiation without TLS");
+        };
+        let message = refused.to_string();
         assert!(
-            ended.contains("ALPN") || ended.contains("NoApplicationProtocol"),
-            "{ended}"
+            message.contains("DATABASE_URL") && message.contains("sslnegotiation=direct"),
+            "{query}: {message}"
         );
     }
+    assert!(proxy.take_wires().is_empty(), "nothing was sent anywhere");
 }
 
 #[tokio::test]

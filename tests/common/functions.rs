@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tasks_shared::http::ROUTES;
-use tasks_tools::function::{FunctionProcess, FunctionSpec};
+use tasks_tools::function::{FunctionProcess, FunctionSpec, Output};
 use tasks_tools::runtime_api::Outcome;
 
 /// The directory holding the eight function binaries. `TASKS_FUNCTION_DIR` names prebuilt ones
@@ -81,6 +81,12 @@ impl Function {
     /// Starts `name` with the Lambda environment plus `vars` (nothing else is inherited but
     /// PATH, so the developer's shell cannot leak configuration in).
     pub async fn start(name: &str, vars: &[(&str, String)]) -> Self {
+        Self::start_with_output(name, vars, Output::Discard).await
+    }
+
+    /// [`Function::start`], with the process' stdout and stderr going where `output` says
+    /// (`Output::Capture`: read them from `child`, to see what the function logs).
+    pub async fn start_with_output(name: &str, vars: &[(&str, String)], output: Output) -> Self {
         // e.g. "qemu-aarch64 -L /usr/aarch64-linux-gnu" to run arm64 binaries on x86_64.
         let runner = std::env::var("TASKS_FUNCTION_RUNNER").unwrap_or_default();
         let spec = FunctionSpec {
@@ -91,6 +97,7 @@ impl Function {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
             runner: runner.split_whitespace().map(str::to_owned).collect(),
+            output,
             ..FunctionSpec::default()
         };
         Self(FunctionProcess::spawn(&spec).await.expect("spawn function"))

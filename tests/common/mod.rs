@@ -8,6 +8,7 @@ pub mod jwks;
 pub mod property;
 pub mod proxy;
 pub mod tls_cluster;
+pub mod tokens;
 pub mod tools;
 
 use std::collections::HashMap;
@@ -160,6 +161,24 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     }
 }
 
+/// The issuer and audience of the Better Auth fixture tokens (`tests/fixtures/better-auth`).
+pub const BETTER_AUTH_URL: &str = "https://app.example.com";
+
+/// The server as Better Auth's resource server: keys from `jwks`, this issuer and audience.
+pub async fn better_auth_app(jwks: &jwks::JwksServer, issuer: &str, audience: &str) -> TestApp {
+    better_auth_app_at(&jwks.url(), issuer, audience).await
+}
+
+/// [`better_auth_app`] with its key set at `jwks_url` (which may be down, or nothing at all).
+pub async fn better_auth_app_at(jwks_url: &str, issuer: &str, audience: &str) -> TestApp {
+    spawn_app_with(&[
+        ("JWKS_URL", jwks_url),
+        ("JWT_ISSUER", issuer),
+        ("JWT_AUDIENCE", audience),
+    ])
+    .await
+}
+
 impl TestApp {
     /// An HS256 token for `user_id`, valid for an hour.
     pub fn token(&self, user_id: &str) -> String {
@@ -202,7 +221,6 @@ impl TestApp {
         }
     }
 
-    /// A request with an optional bearer token and an optional JSON body.
     /// A request with exactly these header lines (repeated names stay repeated) and body bytes.
     pub async fn send_raw(
         &self,
@@ -219,6 +237,7 @@ impl TestApp {
             .await
     }
 
+    /// A request with an optional bearer token and an optional JSON body.
     pub async fn send(
         &self,
         method: Method,
@@ -322,6 +341,27 @@ pub fn json_type() -> (HeaderName, HeaderValue) {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     )
+}
+
+/// A header line for [`TestApp::send_raw`] (e.g. `Idempotency-Key`, `If-Match`).
+pub fn header_field(name: &'static str, value: &str) -> (HeaderName, HeaderValue) {
+    (
+        HeaderName::from_static(name),
+        HeaderValue::from_str(value).expect("a header value the client can send"),
+    )
+}
+
+/// `GET /api/tasks` with this `Authorization` value, or without the header.
+pub async fn list_with(app: &TestApp, authorization: Option<&str>) -> TestResponse {
+    let headers: Vec<_> = authorization
+        .map(|value| {
+            let value = HeaderValue::from_str(value).expect("an Authorization value");
+            (header::AUTHORIZATION, value)
+        })
+        .into_iter()
+        .collect();
+    app.send_raw(Method::GET, "/api/tasks", &headers, Vec::new())
+        .await
 }
 
 /// (users rows, tasks rows, request-key rows) of a user: what a refusal must leave unchanged.

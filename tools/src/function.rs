@@ -25,11 +25,22 @@ pub struct FunctionSpec {
     /// Keep this process's environment (the fleet passes its own on); otherwise the function
     /// gets nothing but PATH, so a developer's shell cannot leak configuration in.
     pub inherit_env: bool,
-    /// Let the function's stdout and stderr through (otherwise discarded).
-    pub show_output: bool,
+    /// Where the function's stdout and stderr go.
+    pub output: Output,
     /// A program to run the binary with, and its arguments (`qemu-aarch64 -L /usr/aarch64-linux-gnu`).
     pub runner: Vec<String>,
     pub cpu: CpuModel,
+}
+
+/// Where a function process' stdout and stderr go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Output {
+    #[default]
+    Discard,
+    /// Through to this process' own (the fleet, unless `--quiet`).
+    Inherit,
+    /// Piped, to be read from [`FunctionProcess::child`] (tests that check what a function logs).
+    Capture,
 }
 
 /// A running function process attached to its own Runtime API. Killed when dropped (the
@@ -92,12 +103,10 @@ impl FunctionProcess {
                 .env_clear()
                 .env("PATH", std::env::var("PATH").unwrap_or_default());
         }
-        let output = || {
-            if spec.show_output {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            }
+        let output = || match spec.output {
+            Output::Discard => Stdio::null(),
+            Output::Inherit => Stdio::inherit(),
+            Output::Capture => Stdio::piped(),
         };
         command
             .envs(lambda_environment(&api, &spec.name, spec.cpu.memory_mb()))

@@ -12,7 +12,7 @@ use std::time::Instant;
 use serde_json::Value;
 use tasks_shared::http::ROUTES;
 use tasks_shared::http::routes::CATCH_ALL;
-use tasks_tools::function::{FunctionProcess, FunctionSpec};
+use tasks_tools::function::{FunctionProcess, FunctionSpec, Output};
 use tasks_tools::runtime_api::Outcome;
 use tokio::sync::Notify;
 
@@ -153,7 +153,11 @@ impl Fleet {
             name: pool.name.to_owned(),
             binary: pool.binary.clone(),
             inherit_env: true,
-            show_output: !self.options.quiet,
+            output: if self.options.quiet {
+                Output::Discard
+            } else {
+                Output::Inherit
+            },
             ..FunctionSpec::default()
         };
         let process = FunctionProcess::spawn(&spec).await?;
