@@ -101,8 +101,9 @@ impl Verifier {
 
     /// Loads Better Auth's key set now, for an instance's init (issue 17): when `JWKS_URL` is
     /// set and no key set was ever loaded (no `JWKS_JSON`, no fetch yet), fetches it through the
-    /// same single flight and 5 s rule as a request; otherwise does nothing. Never fails and
-    /// never waits longer than one fetch (`jwks::FETCH_TIMEOUT`): a failure is logged and left
+    /// same single flight as a request; otherwise does nothing. Never fails, and waits at most
+    /// for a fetch already in flight and its own (3 s each, `jwks::FETCH_TIMEOUT`). A success
+    /// opens the 5 s window like any fetch; a failure is logged and left
     /// to the first request, which fetches for itself (a failed prefetch opens no 5 s window,
     /// so a JWKS host back by then is not answered 503).
     pub async fn prefetch(&self) {
