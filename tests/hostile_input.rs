@@ -314,14 +314,7 @@ fn generated_post_bodies_are_answered_by_the_contract_and_refusals_write_nothing
         let (user, token) = app.new_user();
         let raw = render_body(&body);
         let verdict = expected(&raw, false);
-        let response = app
-            .send_raw(
-                Method::POST,
-                "/api/tasks",
-                &[bearer(&token), json_type()],
-                raw,
-            )
-            .await;
+        let response = app.post_raw(&token, raw).await;
         prop_assert!(response.status.as_u16() < 500, "{:?}", response.body);
         match verdict {
             Verdict::Accepted {
@@ -897,14 +890,7 @@ async fn nul_in_title_or_description_is_400_naming_the_field_on_post_and_put() {
         ),
     ] {
         let (user, token) = app.new_user();
-        let response = app
-            .send_raw(
-                Method::POST,
-                "/api/tasks",
-                &[bearer(&token), json_type()],
-                body.into(),
-            )
-            .await;
+        let response = app.post_raw(&token, body.into()).await;
         let json = response.assert_error(400, "VALIDATION_ERROR");
         assert_eq!(json["error"]["details"]["field"], field, "{body}");
         assert_nothing_stored(&user).await;
@@ -932,14 +918,7 @@ async fn lone_surrogate_escape_in_title_is_400() {
     let app = spawn_app().await;
     let (user, token) = app.new_user();
     let body = r#"{"title": "a\ud800b"}"#;
-    let response = app
-        .send_raw(
-            Method::POST,
-            "/api/tasks",
-            &[bearer(&token), json_type()],
-            body.into(),
-        )
-        .await;
+    let response = app.post_raw(&token, body.into()).await;
     response.assert_error(400, "VALIDATION_ERROR");
     assert_nothing_stored(&user).await;
 }

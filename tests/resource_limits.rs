@@ -47,16 +47,6 @@ async fn user_rows(user: &str) -> (i64, i64, i64) {
     stored_rows(&inspect().await, user).await
 }
 
-async fn post_raw(app: &TestApp, token: &str, body: Vec<u8>) -> TestResponse {
-    app.send_raw(
-        Method::POST,
-        "/api/tasks",
-        &[bearer(token), json_type()],
-        body,
-    )
-    .await
-}
-
 /// `{"title":"sized"}` padded with JSON whitespace to exactly `len` bytes.
 fn body_of_len(len: usize) -> Vec<u8> {
     let core = br#""title":"sized""#;
@@ -157,14 +147,14 @@ async fn still_serving(app: &TestApp) {
 async fn a_body_at_the_limit_is_accepted_one_byte_over_is_413_and_writes_nothing() {
     let app = spawn_app().await;
     let (user, token) = app.new_user();
-    let response = post_raw(&app, &token, body_of_len(BODY_MAX_BYTES)).await;
+    let response = app.post_raw(&token, body_of_len(BODY_MAX_BYTES)).await;
     assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
     assert_eq!(response.json()["data"]["title"], "sized");
     assert_eq!(user_rows(&user).await, (1, 1, 1));
 
     for len in [BODY_MAX_BYTES + 1, BODY_MAX_BYTES + 2, 2 * BODY_MAX_BYTES] {
         let (user, token) = app.new_user();
-        post_raw(&app, &token, body_of_len(len))
+        app.post_raw(&token, body_of_len(len))
             .await
             .assert_error(413, "PAYLOAD_TOO_LARGE");
         assert_eq!(user_rows(&user).await, (0, 0, 0), "{len} bytes wrote rows");

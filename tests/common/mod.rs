@@ -237,6 +237,13 @@ impl TestApp {
             .await
     }
 
+    /// `POST /api/tasks` as JSON with exactly these body bytes (which may not be JSON at all).
+    pub async fn post_raw(&self, token: &str, body: Vec<u8>) -> TestResponse {
+        let headers = [bearer(token), json_type()];
+        self.send_raw(Method::POST, "/api/tasks", &headers, body)
+            .await
+    }
+
     /// A request with an optional bearer token and an optional JSON body.
     pub async fn send(
         &self,
