@@ -1,6 +1,9 @@
 //! A JWKS endpoint over plain HTTP (the functions accept an `http://` `JWKS_URL`) whose
 //! document, availability and delay its owner controls, counting fetches: for loadgen,
-//! cold-bench, the JWT benchmark, and (a superset of `tests/common/jwks.rs`) the tests.
+//! cold-bench and the JWT benchmark. A superset of `tests/common/jwks.rs` (same `url`, `hits`,
+//! `set_delay`, `set_document`; 500 while the document is `None`): that file can become
+//! `pub use tasks_tools::jwks::JwksServer;` plus its `fixture()`, with `.expect("JWKS")` after
+//! each `JwksServer::start(…).await` (this one returns the bind error instead of panicking).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
