@@ -15,9 +15,9 @@
 mod common;
 
 use std::io::Write;
-use tasks_tools::function::Output;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use tasks_tools::function::Output;
 
 use common::events::{authorize, event};
 use common::functions::Function;
@@ -645,8 +645,7 @@ async fn lambda_functions(sent: &mut Sent) -> String {
         ("JWT_SECRET", secret.clone()),
         ("RUST_LOG", FILTER.to_owned()),
     ];
-    let mut function =
-        Function::start_with_output("create-task", &vars, Output::Capture).await;
+    let mut function = Function::start_with_output("create-task", &vars, Output::Capture).await;
     let mut stdout = function.child.stdout.take().expect("piped stdout");
     let mut stderr = function.child.stderr.take().expect("piped stderr");
     let read_stdout = tokio::spawn(async move {

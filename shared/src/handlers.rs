@@ -155,7 +155,10 @@ async fn handle(
             } else {
                 None
             };
-            let etag = conditional::page_etag(&tasks, next_cursor.as_deref());
+            let etag = conditional::page_etag(
+                tasks.iter().map(|task| (task.id, task.updated_at)),
+                next_cursor.as_deref(),
+            );
             Ok(unless_none_match(etag, if_none_match.as_ref(), || {
                 json_response(
                     StatusCode::OK,

@@ -8,9 +8,9 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderMap, HeaderName, header};
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use super::ApiError;
-use crate::tasks::model::Task;
 use crate::timestamp;
 
 /// A parsed `If-Match` or `If-None-Match` header.
@@ -36,15 +36,20 @@ pub fn task_etag(updated_at: OffsetDateTime) -> String {
 /// Changes when a list page's JSON changes shape; part of every page's entity tag.
 const PAGE_FORMAT: &[u8] = b"tasks page v1";
 
-/// A strong entity tag for a list page. Its bytes are a function of which tasks it holds, each
-/// task's `updated_at` (every write moves it) and the next cursor, so those are hashed instead
-/// of the whole body (a twentieth of the bytes).
-pub fn page_etag(tasks: &[Task], next_cursor: Option<&str>) -> String {
+/// A strong entity tag for a list page, from the `(id, updated_at)` of its tasks in page order
+/// and the next cursor. Its bytes are a function of which tasks it holds, each task's
+/// `updated_at` (every write moves it) and the cursor, so those are hashed instead of the whole
+/// body (a twentieth of the bytes). Versions rather than tasks: this layer knows entity tags,
+/// not the task model.
+pub fn page_etag(
+    versions: impl IntoIterator<Item = (Uuid, OffsetDateTime)>,
+    next_cursor: Option<&str>,
+) -> String {
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     digest.update(PAGE_FORMAT);
-    for task in tasks {
-        digest.update(task.id.as_bytes());
-        digest.update(&task.updated_at.unix_timestamp_nanos().to_be_bytes());
+    for (id, updated_at) in versions {
+        digest.update(id.as_bytes());
+        digest.update(&updated_at.unix_timestamp_nanos().to_be_bytes());
     }
     if let Some(cursor) = next_cursor {
         digest.update(cursor.as_bytes());
@@ -262,25 +267,17 @@ mod tests {
     #[test]
     fn page_etags_follow_the_tasks_their_versions_and_the_cursor() {
         let at = datetime!(2026-11-27 18:21:22.639001 UTC);
-        let task = |id: u128, updated_at| Task {
-            id: uuid::Uuid::from_u128(id),
-            user_id: "u".into(),
-            title: "t".into(),
-            description: None,
-            is_completed: false,
-            created_at: at,
-            updated_at,
-        };
+        let task = |id: u128, updated_at| (Uuid::from_u128(id), updated_at);
         let page = [task(1, at), task(2, at)];
-        let etag = page_etag(&page, None);
-        assert_eq!(etag, page_etag(&page, None));
+        let etag = page_etag(page, None);
+        assert_eq!(etag, page_etag(page, None));
         let one_microsecond_later = at + time::Duration::microseconds(1);
         for other in [
-            page_etag(&[task(1, at), task(2, one_microsecond_later)], None),
-            page_etag(&[task(1, at)], None),
-            page_etag(&[task(2, at), task(1, at)], None),
-            page_etag(&page, Some("next")),
-            page_etag(&[], None),
+            page_etag([task(1, at), task(2, one_microsecond_later)], None),
+            page_etag([task(1, at)], None),
+            page_etag([task(2, at), task(1, at)], None),
+            page_etag(page, Some("next")),
+            page_etag([], None),
         ] {
             assert_ne!(etag, other);
         }
