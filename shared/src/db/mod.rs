@@ -20,18 +20,35 @@
 //! connection that resets on use, the connection killed under a statement, and the answer lost
 //! after a write was delivered.
 //!
-//! # Idle connections
+//! # Silent connections
 //!
-//! A connection idle for [`IDLE_SUSPECT_AFTER`] or longer (a Lambda instance frozen between
-//! invocations, a NAT or pooler that forgets idle flows) may be dead without a reset: its next
-//! statement would vanish until the deadline. Such a connection still serves the next statement,
-//! which costs nothing when it is alive, but that statement must answer within
-//! [`STALL_TIMEOUT`]; otherwise the connection is presumed dead, its statement is cancelled
-//! (in the background, in case it did arrive), the pool drops its other long-idle connections,
-//! and the statement is resent on a fresh connection. Reconnecting on every checkout after idle
-//! would be the simpler rule, but it costs a full connect (TLS and SCRAM to Neon) after every
-//! pause of a few seconds — the everyday case of a serverless API — to save a rare stall; see
-//! BENCHMARKS.md "Reconnect".
+//! A connection can go silent — bytes stop both ways, the socket stays open — and TCP will not
+//! notice for minutes: a NAT or pooler that forgot the flow while it was idle (a Lambda instance
+//! frozen between invocations), or, in the middle of a statement, a proxy failing over or a
+//! half-dead pooler link. So **every** statement must answer within [`STALL_TIMEOUT`], a timer
+//! on the statement already in flight (no extra round trip). Otherwise its connection is
+//! presumed dead: the statement is cancelled in the background (in case it did arrive) and the
+//! connection closed; the pool drops its long-idle connections (idle ≥ [`IDLE_SUSPECT_AFTER`]);
+//! and the statement is resent on a **fresh** connection, never on another pooled one, which the
+//! same event may have silenced too (a Lambda instance's pool has just the one).
+//!
+//! 500 ms: a live statement answers here in about a millisecond (on Neon in the same region, a
+//! few; the slowest request of a fully loaded local server, queueing included, ~70 ms: see
+//! BENCHMARKS.md "Silent connections"), so a live one rarely reaches it, while a silent one costs
+//! 0.5 s plus a connect, far inside the deadline. A statement that is slow but alive (waiting
+//! for a row lock, a busy database) costs at most one extra copy, never a storm: only the first
+//! [`MAX_STALL_RESENDS`] sends have the timer; the resend waits for its answer until the
+//! deadline. It never waits on the first copy's locks: that copy is cancelled as the resend
+//! goes out, and a write that committed meanwhile is found by its key. Keeping an idle
+//! connection instead of reconnecting after every pause costs nothing when it is alive; a full
+//! connect (TLS and SCRAM to Neon) on every request after a pause of a few seconds — the
+//! everyday case of a serverless API — would cost more than the rare stall: see BENCHMARKS.md
+//! "Reconnect".
+//!
+//! Nothing keeps a transaction open across round trips (each statement is its own implicit
+//! transaction, which ends with its statement even when the client has vanished), so an
+//! abandoned copy holds its locks only until it finishes or its cancel arrives; the database's
+//! `statement_timeout` (`migrations/V3__server_timeouts.sql`) bounds a copy whose cancel was lost.
 //!
 //! # Deadlines and abandoned statements
 //!
@@ -49,7 +66,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, RecycleResult};
+use deadpool::managed::{self, Manager as _, Metrics, RecycleResult};
 use rustls::RootCertStore;
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::config::{SslMode, SslNegotiation};
@@ -67,16 +84,19 @@ mod cancel;
 /// that is down). Deadline + grace stays within the contract's 5 s.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
-/// Idle this long, a connection may have been dropped silently (see the module docs).
+/// Idle this long, a connection may have been dropped silently: after a stall, the pool drops
+/// such connections rather than try them one by one.
 pub const IDLE_SUSPECT_AFTER: Duration = Duration::from_secs(1);
 
-/// How long the first statement on a long-idle connection may take before the connection is
-/// presumed dead. A live connection answers a statement here in about a millisecond (Neon in
-/// the same region: a few); 500 ms leaves room for a busy database while keeping the first
-/// request after a silent drop well under a second plus one reconnect.
+/// How long any statement may go without an answer before its connection is presumed silent
+/// (see the module docs for why 500 ms).
 pub const STALL_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Resends of one statement, besides the deadline: a database that resets every connection
+/// Sends of one statement that are watched by the stall timer: a slow but live statement costs
+/// at most this many extra copies. Later sends wait for their answer until the deadline.
+pub const MAX_STALL_RESENDS: u32 = 1;
+
+/// Sends of one statement, besides the deadline: a database that resets every connection
 /// is not hammered.
 const MAX_ATTEMPTS: u32 = 6;
 
@@ -230,10 +250,35 @@ pub struct Database {
 /// How one send of a statement ended.
 enum Attempt {
     Finished(Result<Vec<Row>, tokio_postgres::Error>),
-    /// No answer within [`STALL_TIMEOUT`] on a long-idle connection: presumed dead.
+    /// No answer within [`STALL_TIMEOUT`]: the connection is presumed silent.
     Stalled,
     /// Past the deadline, neither finished nor confirmed cancelled: nothing is known.
     Abandoned,
+}
+
+/// The connection a statement is sent on.
+enum Lease {
+    /// Returns to the pool when dropped.
+    Pooled(Object),
+    /// Opened for a resend while the pool had no room: closed when dropped.
+    Unpooled(Connection),
+}
+
+impl Lease {
+    fn connection(&self) -> &Connection {
+        match self {
+            Self::Pooled(object) => object,
+            Self::Unpooled(connection) => connection,
+        }
+    }
+
+    /// Takes the connection out of the pool for good (it is broken, or silent).
+    fn discard(self) -> Connection {
+        match self {
+            Self::Pooled(object) => Object::take(object),
+            Self::Unpooled(connection) => connection,
+        }
+    }
 }
 
 impl Database {
@@ -271,8 +316,8 @@ impl Database {
     }
 
     /// Runs one statement within the request deadline, resending it on a fresh connection when
-    /// its connection broke or stalled after idle. The statement must be safe to send twice
-    /// (see the module docs).
+    /// its connection broke or went silent. The statement must be safe to send twice (see the
+    /// module docs).
     pub async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         let started = Instant::now();
         let result = self.query_until(sql, params, started + self.timeout).await;
@@ -286,24 +331,19 @@ impl Database {
         params: &[Param<'_>],
         deadline: Instant,
     ) -> Result<Vec<Row>, DbError> {
-        let mut attempts = 0;
+        let mut lease = Lease::Pooled(self.checkout(deadline).await?);
+        let mut sends = 0;
+        // Sends and failed connects since the statement was first sent, for the back-off.
+        let mut failures = 0;
         loop {
-            let connection = match self.checkout(deadline).await {
-                Ok(connection) => connection,
-                // A copy was sent and its connection broke: keep trying to learn its outcome.
-                Err(error) if attempts > 0 => {
-                    if self.pause_before_resend(attempts, deadline).await {
-                        continue;
-                    }
-                    return Err(error);
-                }
-                Err(error) => return Err(error),
-            };
-            attempts += 1;
-            let stall_at = (connection.idle >= IDLE_SUSPECT_AFTER)
+            sends += 1;
+            let stall_at = (sends <= MAX_STALL_RESENDS)
                 .then(|| Instant::now() + STALL_TIMEOUT)
                 .filter(|at| *at < deadline);
-            let failure = match self.run(&connection, sql, params, stall_at, deadline).await {
+            let mut failure = match self
+                .run(lease.connection(), sql, params, stall_at, deadline)
+                .await
+            {
                 Attempt::Finished(Ok(rows)) => return Ok(rows),
                 Attempt::Finished(Err(error)) => {
                     if error.code() == Some(&SqlState::QUERY_CANCELED) {
@@ -318,41 +358,49 @@ impl Database {
                     if !connection_is_broken(&error) {
                         return Err(DbError::Statement(error));
                     }
-                    drop(Object::take(connection));
+                    drop(lease.discard());
                     describe(&error)
                 }
                 Attempt::Stalled => {
-                    // The same network event most likely took the other idle connections too.
+                    // A long-idle connection has had every chance to be forgotten by the same
+                    // NAT or pooler; recently used ones answer for themselves (their own timer).
                     self.pool
                         .retain(|_, metrics| metrics.last_used() < IDLE_SUSPECT_AFTER);
+                    let connection = lease.discard();
                     let failure = format!(
-                        "no answer within {STALL_TIMEOUT:?} after {:?} idle",
+                        "no answer within {STALL_TIMEOUT:?} (after {:?} idle)",
                         connection.idle
                     );
-                    self.cancel_then_close(Object::take(connection));
+                    self.cancel_then_close(connection);
                     failure
                 }
                 Attempt::Abandoned => {
                     // Close it so nothing queued on it (in the driver, or in PgBouncer's queue)
                     // can run later.
-                    drop(Object::take(connection));
+                    drop(lease.discard());
                     return Err(DbError::Unavailable("statement timed out".into()));
                 }
             };
-            if !self.pause_before_resend(attempts, deadline).await {
-                return Err(DbError::Unavailable(failure));
-            }
-            tracing::info!(cause = %failure, attempt = attempts, "connection lost; resending on a fresh one");
+            // A copy was sent and its connection is gone: keep trying to learn its outcome.
+            lease = loop {
+                failures += 1;
+                if sends >= MAX_ATTEMPTS || !self.pause_before_resend(failures, deadline).await {
+                    return Err(DbError::Unavailable(failure));
+                }
+                match self.fresh_connection(deadline).await {
+                    Ok(lease) => break lease,
+                    Err(error) => failure = error.to_string(),
+                }
+            };
+            tracing::info!(cause = %failure, send = sends + 1, "connection lost; resending on a fresh one");
         }
     }
 
-    /// Whether to send again after `attempts` sends: the first resend goes at once (the old
-    /// connection is simply gone), later ones back off while the database restarts.
-    async fn pause_before_resend(&self, attempts: u32, deadline: Instant) -> bool {
-        if attempts >= MAX_ATTEMPTS {
-            return false;
-        }
-        let pause = match attempts {
+    /// Whether to try again after `failures` sends or connects that failed: the first resend
+    /// goes at once (the old connection is simply gone), later ones back off while the
+    /// database restarts.
+    async fn pause_before_resend(&self, failures: u32, deadline: Instant) -> bool {
+        let pause = match failures {
             0 | 1 => Duration::ZERO,
             n => Duration::from_millis(50 << (n - 2).min(3)),
         };
@@ -364,8 +412,28 @@ impl Database {
         true
     }
 
-    /// Sends the statement and waits for its answer: until `stall_at` on a long-idle connection
-    /// (then [`Attempt::Stalled`]), else until `deadline`. Past the deadline, sends a cancel
+    /// A connection opened for a resend, never one that was idle in the pool (the event that
+    /// silenced or broke the last one may have hit those too). It joins the pool when the pool
+    /// has room and nothing idle to offer instead (always, on a Lambda instance's pool of one);
+    /// otherwise it is used once and closed.
+    async fn fresh_connection(&self, deadline: Instant) -> Result<Lease, DbError> {
+        let status = self.pool.status();
+        if status.size < status.max_size && status.available == 0 {
+            let object = self.checkout(deadline).await?;
+            // Recycled means it came from the idle list after all (returned meanwhile).
+            if Object::metrics(&object).recycle_count == 0 {
+                return Ok(Lease::Pooled(object));
+            }
+        }
+        match timeout_at(deadline, self.pool.manager().create()).await {
+            Ok(Ok(connection)) => Ok(Lease::Unpooled(connection)),
+            Ok(Err(error)) => Err(DbError::Unavailable(describe(&error))),
+            Err(_elapsed) => Err(DbError::Unavailable("connect timed out".into())),
+        }
+    }
+
+    /// Sends the statement and waits for its answer: until `stall_at` if given (then
+    /// [`Attempt::Stalled`]), else until `deadline`. Past the deadline, sends a cancel
     /// request and gives the statement [`CANCEL_GRACE`] to settle: it then either finished after
     /// all (its result is returned, so a write that committed is reported as done) or failed
     /// with `query_canceled`.
@@ -410,7 +478,7 @@ impl Database {
         }
     }
 
-    /// A stalled statement may have arrived after all (slow, not dead): it is cancelled so that
+    /// A stalled statement may have arrived after all (slow, not silent): it is cancelled so that
     /// it cannot commit after this request has been answered, in the background, while the
     /// request is resent. The connection stays open until the cancel request has been
     /// delivered: PgBouncer forgets a client once it closes, and then drops the client's cancel
