@@ -433,8 +433,9 @@ async fn a_slow_statement_is_resent_once_and_applied_once() {
     assert!(started.elapsed() >= 3 * STALL_TIMEOUT);
     assert_eq!(
         setup.proxy.take_counts().parses,
-        2,
-        "one extra copy, not one per stall timeout"
+        3,
+        "two copies of the toggle and the stalled connection's probe: one extra copy, not one \
+         per stall timeout"
     );
     assert_eq!(
         setup.stored(&id).await,
@@ -510,6 +511,34 @@ async fn silent_after_the_write_arrived_answers_its_true_outcome() {
         )
         .await;
     assert_eq!(setup.stored(&id).await, None);
+}
+
+/// Two silent events in one request (the resend's fresh connection goes silent too, after the
+/// write arrived): served by a second resend, applied once.
+#[tokio::test]
+async fn silent_twice_in_one_request_is_served_by_a_second_resend() {
+    let setup = warm_app().await;
+    let title = format!("silent twice {}", uuid::Uuid::now_v7());
+    setup
+        .proxy
+        .fault_on_times(Fault::ForwardThenSilent, title.as_bytes(), 2);
+    let started = Instant::now();
+    let created = setup
+        .send(Method::POST, "/api/tasks", Some(json!({ "title": title })))
+        .await;
+    let elapsed = started.elapsed();
+    timed(
+        "silent twice after the write arrived, create",
+        started,
+        &created,
+    );
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert!(
+        elapsed >= 2 * STALL_TIMEOUT && elapsed < SILENT_ANSWERED_WITHIN + STALL_TIMEOUT,
+        "{elapsed:?}"
+    );
+    assert_eq!(setup.proxy.take_fired(), 2, "both faults fired");
+    assert_eq!(setup.count_titled(&title).await, 1, "created exactly once");
 }
 
 /// Silent before the statement arrived (swallowed, socket open), warm: served by the resend.

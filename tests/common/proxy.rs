@@ -71,6 +71,8 @@ type Live = Arc<Mutex<Vec<Weak<Control>>>>;
 struct Aimed {
     fault: Fault,
     pattern: Vec<u8>,
+    /// Fires this many more times.
+    remaining: usize,
 }
 
 type Target = Arc<Mutex<Option<Aimed>>>;
@@ -177,9 +179,15 @@ impl PgProxy {
     /// Arms `fault` for the first client bytes, on any connection open now or later, that
     /// contain `pattern`; it fires once (a resend carrying the same bytes passes).
     pub fn fault_on(&self, fault: Fault, pattern: impl Into<Vec<u8>>) {
+        self.fault_on_times(fault, pattern, 1);
+    }
+
+    /// [`Self::fault_on`] for the first `times` matching sends (a resend is hit too).
+    pub fn fault_on_times(&self, fault: Fault, pattern: impl Into<Vec<u8>>, times: usize) {
         *self.target.lock().expect("target") = Some(Aimed {
             fault,
             pattern: pattern.into(),
+            remaining: times,
         });
     }
 
@@ -291,7 +299,16 @@ impl Connection {
             let hit = bytes
                 .windows(aimed.pattern.len().max(1))
                 .any(|window| window == aimed.pattern.as_slice());
-            hit.then(|| target.take().map(|aimed| aimed.fault))?
+            if !hit {
+                return None;
+            }
+            let fault = aimed.fault;
+            if aimed.remaining <= 1 {
+                *target = None;
+            } else if let Some(aimed) = target.as_mut() {
+                aimed.remaining -= 1;
+            }
+            Some(fault)
         });
         if fault.is_some() {
             self.fired.fetch_add(1, Ordering::SeqCst);

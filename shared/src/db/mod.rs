@@ -68,6 +68,7 @@ use std::time::Duration;
 
 use deadpool::managed::{self, Manager as _, Metrics, RecycleResult};
 use rustls::RootCertStore;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::config::{SslMode, SslNegotiation};
 use tokio_postgres::error::SqlState;
@@ -92,13 +93,24 @@ pub const IDLE_SUSPECT_AFTER: Duration = Duration::from_secs(1);
 /// (see the module docs for why 500 ms).
 pub const STALL_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Sends of one statement that are watched by the stall timer: a slow but live statement costs
-/// at most this many extra copies. Later sends wait for their answer until the deadline.
-pub const MAX_STALL_RESENDS: u32 = 1;
+/// Resends of one statement after a stall (two silent events in one request are served; a
+/// third waits for the deadline). A resend's own stall counts only if the stalled connection
+/// before it stayed silent: one that answers its probe proves the database slow, not the
+/// network, and the resend then waits for its answer until the deadline — so a slow but live
+/// statement costs one extra copy.
+pub const MAX_STALL_RESENDS: u32 = 2;
+
+/// How long a resend may take to connect before the attempt is given up and another made (the
+/// same event may silence a connection being opened): a connect takes ~5 ms here, 15–50 ms to
+/// Neon with TLS and SCRAM.
+const RESEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Sends of one statement, besides the deadline: a database that resets every connection
 /// is not hammered.
 const MAX_ATTEMPTS: u32 = 6;
+
+/// What asks a stalled connection whether it is alive.
+const PROBE: &str = "SELECT 1";
 
 /// A statement parameter and its PostgreSQL type (`query_typed` needs both).
 pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
@@ -335,15 +347,24 @@ impl Database {
         let mut sends = 0;
         // Sends and failed connects since the statement was first sent, for the back-off.
         let mut failures = 0;
+        let mut stalls = 0;
+        // Fires if the last stalled connection answers its probe (it was alive, only slow).
+        let mut last_stalled_was_alive: Option<oneshot::Receiver<()>> = None;
         loop {
             sends += 1;
-            let stall_at = (sends <= MAX_STALL_RESENDS)
+            let stall_at = (stalls < MAX_STALL_RESENDS)
                 .then(|| Instant::now() + STALL_TIMEOUT)
                 .filter(|at| *at < deadline);
-            let mut failure = match self
-                .run(lease.connection(), sql, params, stall_at, deadline)
-                .await
-            {
+            let attempt = self
+                .run(
+                    lease.connection(),
+                    (sql, params),
+                    stall_at,
+                    last_stalled_was_alive.as_mut(),
+                    deadline,
+                )
+                .await;
+            let mut failure = match attempt {
                 Attempt::Finished(Ok(rows)) => return Ok(rows),
                 Attempt::Finished(Err(error)) => {
                     if error.code() == Some(&SqlState::QUERY_CANCELED) {
@@ -362,6 +383,7 @@ impl Database {
                     describe(&error)
                 }
                 Attempt::Stalled => {
+                    stalls += 1;
                     // A long-idle connection has had every chance to be forgotten by the same
                     // NAT or pooler; recently used ones answer for themselves (their own timer).
                     self.pool
@@ -371,7 +393,7 @@ impl Database {
                         "no answer within {STALL_TIMEOUT:?} (after {:?} idle)",
                         connection.idle
                     );
-                    self.cancel_then_close(connection);
+                    last_stalled_was_alive = Some(self.cancel_probe_then_close(connection));
                     failure
                 }
                 Attempt::Abandoned => {
@@ -387,7 +409,8 @@ impl Database {
                 if sends >= MAX_ATTEMPTS || !self.pause_before_resend(failures, deadline).await {
                     return Err(DbError::Unavailable(failure));
                 }
-                match self.fresh_connection(deadline).await {
+                let connect_by = deadline.min(Instant::now() + RESEND_CONNECT_TIMEOUT);
+                match self.fresh_connection(connect_by).await {
                     Ok(lease) => break lease,
                     Err(error) => failure = error.to_string(),
                 }
@@ -433,24 +456,29 @@ impl Database {
     }
 
     /// Sends the statement and waits for its answer: until `stall_at` if given (then
-    /// [`Attempt::Stalled`]), else until `deadline`. Past the deadline, sends a cancel
+    /// [`Attempt::Stalled`], unless the stalled connection before this one proved alive: then
+    /// the database is slow, and this copy waits on), else until `deadline`. Past the deadline, sends a cancel
     /// request and gives the statement [`CANCEL_GRACE`] to settle: it then either finished after
     /// all (its result is returned, so a write that committed is reported as done) or failed
     /// with `query_canceled`.
     async fn run(
         &self,
         connection: &Connection,
-        sql: &str,
-        params: &[Param<'_>],
+        (sql, params): (&str, &[Param<'_>]),
         stall_at: Option<Instant>,
+        last_stalled_was_alive: Option<&mut oneshot::Receiver<()>>,
         deadline: Instant,
     ) -> Attempt {
         let client = &connection.client;
         let mut statement = std::pin::pin!(client.query_typed(sql, params));
         if let Some(stall_at) = stall_at {
-            match timeout_at(stall_at, &mut statement).await {
-                Ok(result) => return Attempt::Finished(result),
-                Err(_) => return Attempt::Stalled,
+            if let Ok(result) = timeout_at(stall_at, &mut statement).await {
+                return Attempt::Finished(result);
+            }
+            let slow_not_silent =
+                last_stalled_was_alive.is_some_and(|alive| alive.try_recv().is_ok());
+            if !slow_not_silent {
+                return Attempt::Stalled;
             }
         }
         if let Ok(result) = timeout_at(deadline, &mut statement).await {
@@ -480,30 +508,39 @@ impl Database {
 
     /// A stalled statement may have arrived after all (slow, not silent): it is cancelled so that
     /// it cannot commit after this request has been answered, in the background, while the
-    /// request is resent. The connection stays open until the cancel request has been
-    /// delivered: PgBouncer forgets a client once it closes, and then drops the client's cancel
-    /// request, leaving the statement running (`tests/network_faults.rs`,
-    /// `a_slow_statement_after_idle_is_resent_and_applied_once`).
-    fn cancel_then_close(&self, connection: Connection) {
+    /// request is resent. Behind it, a probe (`SELECT 1`) tells whether the connection was
+    /// alive: the returned receiver fires if it answers (a round trip paid only after a stall).
+    /// The connection stays open until the cancel request has been delivered: PgBouncer forgets
+    /// a client once it closes, and then drops the client's cancel request, leaving the
+    /// statement running (`tests/network_faults.rs`,
+    /// `a_slow_statement_is_resent_once_and_applied_once`).
+    fn cancel_probe_then_close(&self, connection: Connection) -> oneshot::Receiver<()> {
+        let (alive, answered) = oneshot::channel();
         let token = connection.client.cancel_token();
         let target = self.cancel_target.clone();
         let tls = self.tls.clone();
         tokio::spawn(async move {
-            let sent = match target {
-                Some(target) => {
-                    tokio::time::timeout(
-                        CANCEL_GRACE,
-                        cancel::cancel(&token, &target, tls.connector()),
-                    )
-                    .await
+            let probe = async {
+                // Any answer from the server, even "canceled" (the cancel may hit the probe).
+                let answer = connection.client.query_typed(PROBE, &[]).await;
+                if answer.map_or_else(|error| error.as_db_error().is_some(), |_| true) {
+                    let _ = alive.send(());
                 }
-                None => return,
             };
-            if !matches!(sent, Ok(Ok(()))) {
-                tracing::info!("cancel request for a stalled connection did not go through");
-            }
+            let cancel = async {
+                let sent = match &target {
+                    Some(target) => cancel::cancel(&token, target, tls.connector()).await,
+                    None => Err("no TCP host to send a cancel request to".to_owned()),
+                };
+                if let Err(error) = sent {
+                    tracing::info!(%error, "cancel request for a stalled connection did not go through");
+                }
+            };
+            let _settled =
+                tokio::time::timeout(CANCEL_GRACE, async { tokio::join!(probe, cancel) }).await;
             drop(connection);
         });
+        answered
     }
 
     async fn checkout(&self, deadline: Instant) -> Result<Object, DbError> {
