@@ -93,12 +93,11 @@ pub const IDLE_SUSPECT_AFTER: Duration = Duration::from_secs(1);
 /// (see the module docs for why 500 ms).
 pub const STALL_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Resends of one statement after a stall (two silent events in one request are served; a
-/// third waits for the deadline). A resend's own stall counts only if the stalled connection
-/// before it stayed silent: one that answers its probe proves the database slow, not the
-/// network, and the resend then waits for its answer until the deadline — so a slow but live
-/// statement costs one extra copy.
-pub const MAX_STALL_RESENDS: u32 = 2;
+/// Resends of one statement after a stall: three silent connections in one request are
+/// served, a fourth copy waits for its answer until the deadline. Once a stalled connection
+/// answers its probe, the database is slow, not the network, and no copy is resent on a stall
+/// any more: a slow but live statement costs one extra copy.
+pub const MAX_STALL_RESENDS: u32 = 3;
 
 /// How long a resend may take to connect before the attempt is given up and another made (the
 /// same event may silence a connection being opened): a connect takes ~5 ms here, 15–50 ms to
@@ -268,6 +267,15 @@ enum Attempt {
     Abandoned,
 }
 
+/// What the stalls of one statement have shown so far.
+#[derive(Default)]
+struct StallWatch {
+    /// Fires if the last stalled connection answers its probe; dropped if it stays silent.
+    last_stalled_was_alive: Option<oneshot::Receiver<()>>,
+    /// A stalled connection proved alive: statements are slow, connections are not silent.
+    database_is_slow: bool,
+}
+
 /// The connection a statement is sent on.
 enum Lease {
     /// Returns to the pool when dropped.
@@ -348,19 +356,17 @@ impl Database {
         // Sends and failed connects since the statement was first sent, for the back-off.
         let mut failures = 0;
         let mut stalls = 0;
-        // Fires if the last stalled connection answers its probe (it was alive, only slow).
-        let mut last_stalled_was_alive: Option<oneshot::Receiver<()>> = None;
+        let mut watch = StallWatch::default();
         loop {
             sends += 1;
-            let stall_at = (stalls < MAX_STALL_RESENDS)
+            let stall_at = (stalls < MAX_STALL_RESENDS && !watch.database_is_slow)
                 .then(|| Instant::now() + STALL_TIMEOUT)
                 .filter(|at| *at < deadline);
             let attempt = self
                 .run(
                     lease.connection(),
                     (sql, params),
-                    stall_at,
-                    last_stalled_was_alive.as_mut(),
+                    (stall_at, &mut watch),
                     deadline,
                 )
                 .await;
@@ -393,7 +399,7 @@ impl Database {
                         "no answer within {STALL_TIMEOUT:?} (after {:?} idle)",
                         connection.idle
                     );
-                    last_stalled_was_alive = Some(self.cancel_probe_then_close(connection));
+                    watch.last_stalled_was_alive = Some(self.cancel_probe_then_close(connection));
                     failure
                 }
                 Attempt::Abandoned => {
@@ -456,7 +462,7 @@ impl Database {
     }
 
     /// Sends the statement and waits for its answer: until `stall_at` if given (then
-    /// [`Attempt::Stalled`], unless the stalled connection before this one proved alive: then
+    /// [`Attempt::Stalled`], unless the stalled connection before this one proves alive: then
     /// the database is slow, and this copy waits on), else until `deadline`. Past the deadline, sends a cancel
     /// request and gives the statement [`CANCEL_GRACE`] to settle: it then either finished after
     /// all (its result is returned, so a write that committed is reported as done) or failed
@@ -465,8 +471,7 @@ impl Database {
         &self,
         connection: &Connection,
         (sql, params): (&str, &[Param<'_>]),
-        stall_at: Option<Instant>,
-        last_stalled_was_alive: Option<&mut oneshot::Receiver<()>>,
+        (stall_at, watch): (Option<Instant>, &mut StallWatch),
         deadline: Instant,
     ) -> Attempt {
         let client = &connection.client;
@@ -475,9 +480,15 @@ impl Database {
             if let Ok(result) = timeout_at(stall_at, &mut statement).await {
                 return Attempt::Finished(result);
             }
-            let slow_not_silent =
-                last_stalled_was_alive.is_some_and(|alive| alive.try_recv().is_ok());
-            if !slow_not_silent {
+            // The last stalled connection's probe has had as long as this copy: its verdict
+            // is due (it comes within STALL_TIMEOUT of the stall).
+            if let Some(alive) = watch.last_stalled_was_alive.take() {
+                tokio::select! {
+                    result = &mut statement => return Attempt::Finished(result),
+                    verdict = alive => watch.database_is_slow = verdict.is_ok(),
+                }
+            }
+            if !watch.database_is_slow {
                 return Attempt::Stalled;
             }
         }
@@ -509,7 +520,8 @@ impl Database {
     /// A stalled statement may have arrived after all (slow, not silent): it is cancelled so that
     /// it cannot commit after this request has been answered, in the background, while the
     /// request is resent. Behind it, a probe (`SELECT 1`) tells whether the connection was
-    /// alive: the returned receiver fires if it answers (a round trip paid only after a stall).
+    /// alive: the returned receiver fires if it answers within [`STALL_TIMEOUT`], and is
+    /// dropped otherwise (a round trip paid only after a stall).
     /// The connection stays open until the cancel request has been delivered: PgBouncer forgets
     /// a client once it closes, and then drops the client's cancel request, leaving the
     /// statement running (`tests/network_faults.rs`,
@@ -522,8 +534,12 @@ impl Database {
         tokio::spawn(async move {
             let probe = async {
                 // Any answer from the server, even "canceled" (the cancel may hit the probe).
-                let answer = connection.client.query_typed(PROBE, &[]).await;
-                if answer.map_or_else(|error| error.as_db_error().is_some(), |_| true) {
+                let answer =
+                    tokio::time::timeout(STALL_TIMEOUT, connection.client.query_typed(PROBE, &[]))
+                        .await;
+                if answer.is_ok_and(|answer| {
+                    answer.map_or_else(|error| error.as_db_error().is_some(), |_| true)
+                }) {
                     let _ = alive.send(());
                 }
             };
