@@ -646,3 +646,61 @@ async fn a_keyed_write_through_silence_then_its_retry_is_the_same_task() {
     assert_eq!(retried.json()["data"]["id"], first.json()["data"]["id"]);
     assert_eq!(setup.count_titled(&title).await, 1, "not applied twice");
 }
+
+/// The figures for BENCHMARKS.md "Silent connections" (`scripts/bench-silent.sh`): how long a
+/// create takes when its connection goes silent after the statement arrived (N in a row, warm,
+/// pool of one), and how long warm creates take without a fault (what the stall timeout must
+/// stay well above).
+#[tokio::test]
+#[ignore = "a measurement: scripts/bench-silent.sh"]
+async fn silent_mid_statement_timings() {
+    let rounds: usize = std::env::var("SILENT_BENCH_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    let setup = warm_app().await;
+    let median_and_worst = |mut times: Vec<Duration>| {
+        times.sort();
+        (times[times.len() / 2], times[times.len() - 1])
+    };
+    let mut warm = Vec::new();
+    for n in 0..rounds * 10 {
+        let started = Instant::now();
+        let response = setup
+            .send(
+                Method::POST,
+                "/api/tasks",
+                Some(json!({ "title": format!("warm {n}") })),
+            )
+            .await;
+        warm.push(started.elapsed());
+        assert_eq!(response.status, StatusCode::CREATED);
+    }
+    let mut silent = Vec::new();
+    for _ in 0..rounds {
+        let title = format!("bench silent {}", uuid::Uuid::now_v7());
+        setup
+            .proxy
+            .fault_on(Fault::ForwardThenSilent, title.as_bytes());
+        let started = Instant::now();
+        let response = setup
+            .send(Method::POST, "/api/tasks", Some(json!({ "title": title })))
+            .await;
+        silent.push(started.elapsed());
+        assert_eq!(response.status, StatusCode::CREATED);
+        assert_eq!(setup.proxy.take_fired(), 1);
+        assert_eq!(setup.count_titled(&title).await, 1);
+    }
+    let (warm_median, warm_worst) = median_and_worst(warm.clone());
+    warm.sort();
+    let warm_p99 = warm[warm.len() * 99 / 100];
+    let (median, worst) = median_and_worst(silent);
+    println!(
+        "warm create, no fault ({} requests): median {warm_median:?}, p99 {warm_p99:?}, worst {warm_worst:?}",
+        rounds * 10
+    );
+    println!(
+        "create whose connection goes silent after the statement arrived ({rounds} requests): \
+         median {median:?}, worst {worst:?}, all 201 and stored once"
+    );
+}

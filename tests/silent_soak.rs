@@ -155,7 +155,7 @@ impl Writer {
                     *completed = !*completed;
                 } else {
                     self.errors.push(format!(
-                        "toggle of {id} answered {flipped:?}, was {completed}"
+                        "toggle of {id} answered {flipped:?}, was {completed} (an earlier toggle answered 503 yet applied?)"
                     ));
                 }
             }
@@ -235,7 +235,7 @@ async fn writers_survive_connections_going_silent_at_random() {
         let mut rng = Rng(seed);
         let (mut events, mut silenced) = (0, 0);
         while started.elapsed() < run {
-            tokio::time::sleep(Duration::from_millis(100 + rng.below(500))).await;
+            tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
             silenced += proxy.silence_established();
             events += 1;
         }

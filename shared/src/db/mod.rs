@@ -34,12 +34,15 @@
 //!
 //! 500 ms: a live statement answers here in about a millisecond (on Neon in the same region, a
 //! few; the slowest request of a fully loaded local server, queueing included, ~70 ms: see
-//! BENCHMARKS.md "Silent connections"), so a live one rarely reaches it, while a silent one costs
-//! 0.5 s plus a connect, far inside the deadline. A statement that is slow but alive (waiting
-//! for a row lock, a busy database) costs at most one extra copy, never a storm: only the first
-//! [`MAX_STALL_RESENDS`] sends have the timer; the resend waits for its answer until the
-//! deadline. It never waits on the first copy's locks: that copy is cancelled as the resend
-//! goes out, and a write that committed meanwhile is found by its key. Keeping an idle
+//! BENCHMARKS.md "Load"), so a live one rarely reaches it, while a silent one costs 0.5 s plus
+//! a connect, far inside the 3 s deadline. Copies are bounded: behind the stalled statement's
+//! cancel goes a probe (`SELECT 1`); if it answers, the connection was alive and the database is
+//! slow (a row lock, a busy server), and no further copy is resent on a stall — the resend waits
+//! for its answer until the deadline: a slow but live statement costs one extra copy, never a
+//! storm. While stalled connections stay silent, up to [`MAX_STALL_RESENDS`] copies go out,
+//! 500 ms apart at most. A resend never waits on a stalled copy's locks past the deadline: that
+//! copy is cancelled as the resend goes out (a write that committed is found by its key), and
+//! the resend itself is cancelled at the deadline like any statement. Keeping an idle
 //! connection instead of reconnecting after every pause costs nothing when it is alive; a full
 //! connect (TLS and SCRAM to Neon) on every request after a pause of a few seconds — the
 //! everyday case of a serverless API — would cost more than the rare stall: see BENCHMARKS.md
