@@ -283,7 +283,7 @@ struct StallWatch {
 enum Lease {
     /// Returns to the pool when dropped.
     Pooled(Object),
-    /// Opened for a resend while the pool had no room: closed when dropped.
+    /// Opened for a resend when the pool could not give a fresh one: closed when dropped.
     Unpooled(Connection),
 }
 
