@@ -6,6 +6,10 @@
 //! | the network | the answer |
 //! |---|---|
 //! | dropped the connection silently while idle | served, one stall check + one reconnect later |
+//! | went silent mid-statement, after the write arrived | its true outcome, applied once, ~0.5 s |
+//! | went silent before the statement arrived | served, one stall check + one reconnect later |
+//! | the same, for a read | served, one stall check + one reconnect later |
+//! | a statement slow but alive (a row lock) | served, applied once, one extra copy at most |
 //! | reset it on use after idle | served, one reconnect later |
 //! | reset it before the statement arrived | served, one reconnect later |
 //! | lost the answer after the write was delivered | the write's true outcome, applied once |
@@ -25,6 +29,7 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use serde_json::{Value, json};
+use tasks_shared::db::STALL_TIMEOUT;
 
 /// What the issue asks: an idle period of at least 30 s (a Lambda instance frozen between
 /// invocations). The tests that idle run in parallel, so the file takes about this long.
@@ -107,6 +112,41 @@ impl Setup {
             .await
             .expect("select")
             .map(|row| (row.get(0), row.get(1)))
+    }
+}
+
+/// A silent connection must be answered well within the deadline (3 s + 1 s cancel grace: it
+/// used to be a 503 after 4.0 s): the stall check, one reconnect and the resend, with room for
+/// a busy machine.
+const SILENT_ANSWERED_WITHIN: Duration = Duration::from_millis(1500);
+
+impl Setup {
+    /// Sends a request whose connection is meant to go silent and checks the answer's status,
+    /// its time, and that the fault fired once (on this request's bytes), with one cancel
+    /// request and one fresh connection.
+    async fn through_silence(
+        &self,
+        label: &str,
+        (method, path, body): (Method, &str, Option<Value>),
+        key: Option<&str>,
+        status: StatusCode,
+    ) -> TestResponse {
+        let started = Instant::now();
+        let response = self.send_keyed(method, path, body, key).await;
+        let elapsed = started.elapsed();
+        timed(label, started, &response);
+        assert_eq!(response.status, status, "{label}: {:?}", response.body);
+        assert!(
+            elapsed >= STALL_TIMEOUT && elapsed < SILENT_ANSWERED_WITHIN,
+            "{label}: {elapsed:?}"
+        );
+        assert_eq!(self.proxy.take_fired(), 1, "{label}: the fault fired");
+        assert_eq!(
+            self.proxy.take_counts().connections,
+            2,
+            "{label}: one cancel request, one fresh connection"
+        );
+        response
     }
 }
 
@@ -312,14 +352,13 @@ async fn a_database_slow_to_accept_delays_the_first_request_without_failing_it()
     assert!(started.elapsed() >= Duration::from_secs(2));
 }
 
-/// The stall check's false alarm: after an idle period, a statement that is slow but alive (here
-/// waiting for another transaction's row lock) is taken for a dead connection, cancelled and
-/// resent on a new one. The cost is latency, never a second write: the cancelled copy rolled
-/// back, and the resend applies the toggle once.
+/// The stall check's false alarm, on a warm connection: a statement that is slow but alive
+/// (here waiting for another transaction's row lock, held well past the stall timeout) is taken
+/// for a silent connection, cancelled and resent on a fresh one. The cost is latency and one
+/// extra copy — not a third, however long the lock is held — and never a second write: the
+/// cancelled copy rolled back, and the resend applies the toggle once.
 #[tokio::test]
-async fn a_slow_statement_after_idle_is_resent_and_applied_once() {
-    use tasks_shared::db::{IDLE_SUSPECT_AFTER, STALL_TIMEOUT};
-
+async fn a_slow_statement_is_resent_once_and_applied_once() {
     let setup = warm_app().await;
     let created = setup
         .send(Method::POST, "/api/tasks", Some(json!({ "title": "slow" })))
@@ -328,8 +367,6 @@ async fn a_slow_statement_after_idle_is_resent_and_applied_once() {
         .as_str()
         .expect("id")
         .to_owned();
-    // The condition under test: the pooled connection has been idle long enough to be suspect.
-    tokio::time::sleep(IDLE_SUSPECT_AFTER + Duration::from_millis(100)).await;
 
     let mut holder = inspect().await;
     let holder_pid: i32 = holder
@@ -342,6 +379,7 @@ async fn a_slow_statement_after_idle_is_resent_and_applied_once() {
     lock.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", &[&task_id])
         .await
         .expect("lock the task");
+    setup.proxy.take_counts();
 
     let path = format!("/api/tasks/{id}/toggle");
     let started = Instant::now();
@@ -378,25 +416,291 @@ async fn a_slow_statement_after_idle_is_resent_and_applied_once() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The fault itself, not a synchronisation: the resend must not be taken for silent
+        // in turn, however long the lock is held.
+        tokio::time::sleep(2 * STALL_TIMEOUT).await;
         lock.commit().await.expect("release the lock");
         waits.len()
     };
     let (toggled, blocked_statements) = tokio::join!(toggle, release);
-    timed(
-        "slow statement after idle (row lock), toggle",
-        started,
-        &toggled,
-    );
+    timed("slow statement (row lock), toggle", started, &toggled);
     assert_eq!(
         blocked_statements, 2,
         "the first copy was cancelled and resent"
     );
     assert_eq!(toggled.status, StatusCode::OK, "{:?}", toggled.body);
     assert_eq!(toggled.json()["data"]["is_completed"], true);
-    assert!(started.elapsed() >= STALL_TIMEOUT);
+    assert!(started.elapsed() >= 3 * STALL_TIMEOUT);
+    assert_eq!(
+        setup.proxy.take_counts().parses,
+        3,
+        "two copies of the toggle and the stalled connection's probe: one extra copy, not one \
+         per stall timeout"
+    );
     assert_eq!(
         setup.stored(&id).await,
         Some(("slow".to_owned(), true)),
         "toggled exactly once"
+    );
+}
+
+/// Silent mid-statement on a warm connection (no idle gap): the write reached the database and
+/// ran, then nothing more passed either way and the socket stayed open. Every write answers its
+/// true outcome, applied once, as a first answer, well within the deadline.
+#[tokio::test]
+async fn silent_after_the_write_arrived_answers_its_true_outcome() {
+    let setup = warm_app().await;
+    let title = format!("silent after create {}", uuid::Uuid::now_v7());
+    setup
+        .proxy
+        .fault_on(Fault::ForwardThenSilent, title.as_bytes());
+    let created = setup
+        .through_silence(
+            "silent after the write arrived, create",
+            (Method::POST, "/api/tasks", Some(json!({ "title": title }))),
+            None,
+            StatusCode::CREATED,
+        )
+        .await;
+    assert!(created.header("idempotent-replayed").is_none());
+    assert_eq!(setup.count_titled(&title).await, 1, "created exactly once");
+    let id = created.json()["data"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let task_id: uuid::Uuid = id.parse().expect("task id");
+    let item = format!("/api/tasks/{id}");
+
+    setup
+        .proxy
+        .fault_on(Fault::ForwardThenSilent, task_id.as_bytes().to_vec());
+    let toggled = setup
+        .through_silence(
+            "silent after the write arrived, toggle",
+            (Method::PATCH, &format!("{item}/toggle"), None),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(toggled.json()["data"]["is_completed"], true, "flipped once");
+    assert_eq!(setup.stored(&id).await, Some((title.clone(), true)));
+
+    setup
+        .proxy
+        .fault_on(Fault::ForwardThenSilent, task_id.as_bytes().to_vec());
+    let updated = setup
+        .through_silence(
+            "silent after the write arrived, update",
+            (Method::PUT, &item, Some(json!({ "title": "renamed" }))),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(updated.json()["data"]["title"], "renamed");
+    assert_eq!(setup.stored(&id).await, Some(("renamed".into(), true)));
+
+    setup
+        .proxy
+        .fault_on(Fault::ForwardThenSilent, task_id.as_bytes().to_vec());
+    setup
+        .through_silence(
+            "silent after the write arrived, delete",
+            (Method::DELETE, &item, None),
+            None,
+            StatusCode::NO_CONTENT,
+        )
+        .await;
+    assert_eq!(setup.stored(&id).await, None);
+}
+
+/// Two silent events in one request (the resend's fresh connection goes silent too, after the
+/// write arrived): served by a second resend, applied once.
+#[tokio::test]
+async fn silent_twice_in_one_request_is_served_by_a_second_resend() {
+    let setup = warm_app().await;
+    let title = format!("silent twice {}", uuid::Uuid::now_v7());
+    setup
+        .proxy
+        .fault_on_times(Fault::ForwardThenSilent, title.as_bytes(), 2);
+    let started = Instant::now();
+    let created = setup
+        .send(Method::POST, "/api/tasks", Some(json!({ "title": title })))
+        .await;
+    let elapsed = started.elapsed();
+    timed(
+        "silent twice after the write arrived, create",
+        started,
+        &created,
+    );
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    assert!(
+        elapsed >= 2 * STALL_TIMEOUT && elapsed < SILENT_ANSWERED_WITHIN + STALL_TIMEOUT,
+        "{elapsed:?}"
+    );
+    assert_eq!(setup.proxy.take_fired(), 2, "both faults fired");
+    assert_eq!(setup.count_titled(&title).await, 1, "created exactly once");
+}
+
+/// Silent before the statement arrived (swallowed, socket open), warm: served by the resend.
+#[tokio::test]
+async fn silent_before_the_statement_arrived_is_resent() {
+    let setup = warm_app().await;
+    let title = format!("swallowed create {}", uuid::Uuid::now_v7());
+    setup.proxy.fault_on(Fault::SilentDrop, title.as_bytes());
+    let created = setup
+        .through_silence(
+            "silent before the statement, create",
+            (Method::POST, "/api/tasks", Some(json!({ "title": title }))),
+            None,
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(setup.count_titled(&title).await, 1, "created exactly once");
+    let id = created.json()["data"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let task_id: uuid::Uuid = id.parse().expect("task id");
+
+    setup
+        .proxy
+        .fault_on(Fault::SilentDrop, task_id.as_bytes().to_vec());
+    let toggled = setup
+        .through_silence(
+            "silent before the statement, toggle",
+            (Method::PATCH, &format!("/api/tasks/{id}/toggle"), None),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(toggled.json()["data"]["is_completed"], true, "flipped once");
+    assert_eq!(setup.stored(&id).await, Some((title, true)));
+}
+
+/// Reads go through the same runner: a list (aimed at its user id) and a get (at its task id),
+/// silent before or after the statement arrived, are served.
+#[tokio::test]
+async fn a_read_on_a_silent_connection_is_served() {
+    let setup = warm_app().await;
+    let task = setup.app.create_task(&setup.token, "to read").await;
+    let id = task["id"].as_str().expect("id").to_owned();
+    let task_id: uuid::Uuid = id.parse().expect("task id");
+    for fault in [Fault::SilentDrop, Fault::ForwardThenSilent] {
+        setup.proxy.fault_on(fault, setup.user.as_bytes());
+        let listed = setup
+            .through_silence(
+                &format!("{fault:?}, list"),
+                (Method::GET, "/api/tasks", None),
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        let page = listed.json();
+        let titles: Vec<&str> = page["data"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|task| task["title"].as_str())
+            .collect();
+        assert_eq!(titles, ["to read", "warm-up"]);
+
+        setup.proxy.fault_on(fault, task_id.as_bytes().to_vec());
+        let got = setup
+            .through_silence(
+                &format!("{fault:?}, get"),
+                (Method::GET, &format!("/api/tasks/{id}"), None),
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        assert_eq!(got.json()["data"]["title"], "to read");
+    }
+}
+
+/// A client that sent `Idempotency-Key`: its create went silent after it reached the database
+/// and is answered as a first answer; a retry with the same key replays the same task.
+#[tokio::test]
+async fn a_keyed_write_through_silence_then_its_retry_is_the_same_task() {
+    let setup = warm_app().await;
+    let key = format!("silent-{}", uuid::Uuid::now_v7());
+    let title = format!("keyed through silence {key}");
+    let body = json!({ "title": title });
+    setup
+        .proxy
+        .fault_on(Fault::ForwardThenSilent, title.as_bytes());
+    let first = setup
+        .through_silence(
+            "silent after the keyed write arrived, create",
+            (Method::POST, "/api/tasks", Some(body.clone())),
+            Some(&key),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert!(first.header("idempotent-replayed").is_none());
+
+    let retried = setup
+        .send_keyed(Method::POST, "/api/tasks", Some(body), Some(&key))
+        .await;
+    assert_eq!(retried.status, StatusCode::CREATED);
+    assert_eq!(retried.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retried.json()["data"]["id"], first.json()["data"]["id"]);
+    assert_eq!(setup.count_titled(&title).await, 1, "not applied twice");
+}
+
+/// The figures for BENCHMARKS.md "Silent connections" (`scripts/bench-silent.sh`): how long a
+/// create takes when its connection goes silent after the statement arrived (N in a row, warm,
+/// pool of one), and how long warm creates take without a fault (what the stall timeout must
+/// stay well above).
+#[tokio::test]
+#[ignore = "a measurement: scripts/bench-silent.sh"]
+async fn silent_mid_statement_timings() {
+    let rounds: usize = std::env::var("SILENT_BENCH_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    let setup = warm_app().await;
+    let median_and_worst = |mut times: Vec<Duration>| {
+        times.sort();
+        (times[times.len() / 2], times[times.len() - 1])
+    };
+    let mut warm = Vec::new();
+    for n in 0..rounds * 10 {
+        let started = Instant::now();
+        let response = setup
+            .send(
+                Method::POST,
+                "/api/tasks",
+                Some(json!({ "title": format!("warm {n}") })),
+            )
+            .await;
+        warm.push(started.elapsed());
+        assert_eq!(response.status, StatusCode::CREATED);
+    }
+    let mut silent = Vec::new();
+    for _ in 0..rounds {
+        let title = format!("bench silent {}", uuid::Uuid::now_v7());
+        setup
+            .proxy
+            .fault_on(Fault::ForwardThenSilent, title.as_bytes());
+        let started = Instant::now();
+        let response = setup
+            .send(Method::POST, "/api/tasks", Some(json!({ "title": title })))
+            .await;
+        silent.push(started.elapsed());
+        assert_eq!(response.status, StatusCode::CREATED);
+        assert_eq!(setup.proxy.take_fired(), 1);
+        assert_eq!(setup.count_titled(&title).await, 1);
+    }
+    let (warm_median, warm_worst) = median_and_worst(warm.clone());
+    warm.sort();
+    let warm_p99 = warm[warm.len() * 99 / 100];
+    let (median, worst) = median_and_worst(silent);
+    println!(
+        "warm create, no fault ({} requests): median {warm_median:?}, p99 {warm_p99:?}, worst {warm_worst:?}",
+        rounds * 10
+    );
+    println!(
+        "create whose connection goes silent after the statement arrived ({rounds} requests): \
+         median {median:?}, worst {worst:?}, all 201 and stored once"
     );
 }

@@ -11,10 +11,15 @@
 //!
 //! [`Fault`]s hit only the connections open when they are armed (new connections work), each
 //! at the next bytes the client sends on it: the network failures in front of Neon.
+//! [`PgProxy::fault_on`] aims a fault at one request instead: the first client bytes, on any
+//! connection, that contain the request's own data (its title, its task id's 16 bytes).
+//! [`PgProxy::silence_established`] makes every open connection go silent at once, whatever it
+//! is doing. Every fault that fires is counted ([`PgProxy::take_fired`]).
 //! [`PgProxy::delay_connects`] plays a database that is slow to accept (a compute waking up).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use std::time::Duration;
 
@@ -33,9 +38,12 @@ pub enum Mode {
 /// What happens to an established connection at the client's next bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Swallowed, never answered, connection left open: a NAT or pooler that forgot the flow
-    /// without telling anyone.
+    /// Swallowed, never answered, connection left open, nothing more passes either way: a NAT
+    /// or pooler that forgot the flow without telling anyone.
     SilentDrop,
+    /// Forwarded (the statement reaches the database and runs), then nothing more passes
+    /// either way, the connection left open: the connection went silent mid-statement.
+    ForwardThenSilent,
     /// Answered with a TCP reset, nothing forwarded: an expired NAT mapping, a restarted peer.
     Reset,
     /// Forwarded; the server's answer is discarded and the client gets a reset: the connection
@@ -46,16 +54,36 @@ pub enum Fault {
     LoseAnswerThenRefuse,
 }
 
-/// The fault slot of one live connection.
-type Armed = Arc<Mutex<Option<Fault>>>;
-/// The slots of the connections still open (a closed connection's slot is gone).
-type Live = Arc<Mutex<Vec<std::sync::Weak<Mutex<Option<Fault>>>>>>;
+/// What a test can do to one live connection.
+#[derive(Default)]
+struct Control {
+    /// Fires at the client's next bytes.
+    armed: Mutex<Option<Fault>>,
+    /// Nothing passes either way any more; the sockets stay open.
+    silent: AtomicBool,
+}
+
+type Armed = Arc<Control>;
+/// The controls of the connections still open (a closed connection's is gone).
+type Live = Arc<Mutex<Vec<Weak<Control>>>>;
+
+/// A fault waiting for the first client bytes that contain `pattern`, on any connection.
+struct Aimed {
+    fault: Fault,
+    pattern: Vec<u8>,
+    /// Fires this many more times.
+    remaining: usize,
+}
+
+type Target = Arc<Mutex<Option<Aimed>>>;
 
 pub struct PgProxy {
     pub address: SocketAddr,
     mode: Arc<watch::Sender<Mode>>,
     counts: Arc<Mutex<Counts>>,
     live: Live,
+    target: Target,
+    fired: Arc<AtomicUsize>,
     connect_delay: Arc<Mutex<Duration>>,
     task: JoinHandle<()>,
 }
@@ -86,15 +114,17 @@ impl PgProxy {
         let address = listener.local_addr().expect("address");
         let mode = Arc::new(watch::channel(Mode::Open).0);
         let counts = Arc::new(Mutex::new(Counts::default()));
-        let live = Arc::new(Mutex::new(
-            Vec::<std::sync::Weak<Mutex<Option<Fault>>>>::new(),
-        ));
+        let live: Live = Arc::default();
+        let target: Target = Arc::default();
+        let fired = Arc::new(AtomicUsize::new(0));
         let connect_delay = Arc::new(Mutex::new(Duration::ZERO));
-        let (modes, tally, registry, delay) = (
+        let (modes, tally, registry, delay, aimed, fired_count) = (
             mode.clone(),
             counts.clone(),
             live.clone(),
             connect_delay.clone(),
+            target.clone(),
+            fired.clone(),
         );
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -105,7 +135,7 @@ impl PgProxy {
                 if let Ok(mut counts) = tally.lock() {
                     counts.connections += 1;
                 }
-                let armed: Armed = Arc::new(Mutex::new(None));
+                let armed: Armed = Arc::default();
                 if let Ok(mut live) = registry.lock() {
                     live.retain(|slot| slot.strong_count() > 0);
                     live.push(Arc::downgrade(&armed));
@@ -116,6 +146,8 @@ impl PgProxy {
                     modes: modes.clone(),
                     counts: tally.clone(),
                     armed,
+                    target: aimed.clone(),
+                    fired: fired_count.clone(),
                     delay,
                 };
                 tokio::spawn(connection.pipe(client));
@@ -126,6 +158,8 @@ impl PgProxy {
             mode,
             counts,
             live,
+            target,
+            fired,
             connect_delay,
             task,
         }
@@ -135,11 +169,45 @@ impl PgProxy {
     pub fn fault_established(&self, fault: Fault) -> usize {
         let live = self.live.lock().expect("live connections");
         let mut armed = 0;
-        for slot in live.iter().filter_map(std::sync::Weak::upgrade) {
-            *slot.lock().expect("fault slot") = Some(fault);
+        for control in live.iter().filter_map(Weak::upgrade) {
+            *control.armed.lock().expect("fault slot") = Some(fault);
             armed += 1;
         }
         armed
+    }
+
+    /// Arms `fault` for the first client bytes, on any connection open now or later, that
+    /// contain `pattern`; it fires once (a resend carrying the same bytes passes).
+    pub fn fault_on(&self, fault: Fault, pattern: impl Into<Vec<u8>>) {
+        self.fault_on_times(fault, pattern, 1);
+    }
+
+    /// [`Self::fault_on`] for the first `times` matching sends (a resend is hit too).
+    pub fn fault_on_times(&self, fault: Fault, pattern: impl Into<Vec<u8>>, times: usize) {
+        *self.target.lock().expect("target") = Some(Aimed {
+            fault,
+            pattern: pattern.into(),
+            remaining: times,
+        });
+    }
+
+    /// Every connection open now goes silent at once, in whatever state it is (a statement
+    /// in flight, an answer on its way, idle); returns how many there are.
+    pub fn silence_established(&self) -> usize {
+        let live = self.live.lock().expect("live connections");
+        let mut silenced = 0;
+        for control in live.iter().filter_map(Weak::upgrade) {
+            if !control.silent.swap(true, Ordering::SeqCst) {
+                silenced += 1;
+            }
+        }
+        self.fired.fetch_add(silenced, Ordering::SeqCst);
+        silenced
+    }
+
+    /// Faults fired since the last call (and resets the count).
+    pub fn take_fired(&self) -> usize {
+        self.fired.swap(0, Ordering::SeqCst)
     }
 
     /// New connections reach the upstream only after `delay`.
@@ -210,11 +278,43 @@ struct Connection {
     modes: Arc<watch::Sender<Mode>>,
     counts: Arc<Mutex<Counts>>,
     armed: Armed,
+    target: Target,
+    fired: Arc<AtomicUsize>,
     delay: Duration,
 }
 
-fn take_fault(armed: &Armed) -> Option<Fault> {
-    armed.lock().ok().and_then(|mut slot| slot.take())
+impl Connection {
+    /// The fault that fires at these client bytes, if any: the connection's own, else the
+    /// one aimed at bytes they contain.
+    fn fault_at(&self, bytes: &[u8]) -> Option<Fault> {
+        let own = self
+            .armed
+            .armed
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        let fault = own.or_else(|| {
+            let mut target = self.target.lock().ok()?;
+            let aimed = target.as_ref()?;
+            let hit = bytes
+                .windows(aimed.pattern.len().max(1))
+                .any(|window| window == aimed.pattern.as_slice());
+            if !hit {
+                return None;
+            }
+            let fault = aimed.fault;
+            if aimed.remaining <= 1 {
+                *target = None;
+            } else if let Some(aimed) = target.as_mut() {
+                aimed.remaining -= 1;
+            }
+            Some(fault)
+        });
+        if fault.is_some() {
+            self.fired.fetch_add(1, Ordering::SeqCst);
+        }
+        fault
+    }
 }
 
 impl Connection {
@@ -241,19 +341,23 @@ impl Connection {
         let to_server = {
             let lose_answer = lose_answer.clone();
             let reset_client = reset_client.clone();
-            let armed = self.armed.clone();
+            let this = &self;
             async move {
+                let silent = || this.armed.silent.load(Ordering::SeqCst);
                 let mut pending = Vec::new();
                 let mut buf = vec![0u8; 16 * 1024];
-                let mut silent = false;
                 loop {
                     let mode = *modes.borrow_and_update();
                     if mode == Mode::Refuse {
                         return;
                     }
-                    if mode == Mode::Open && !pending.is_empty() && !silent {
-                        match take_fault(&armed) {
-                            Some(Fault::SilentDrop) => silent = true,
+                    if mode == Mode::Open && !pending.is_empty() && !silent() {
+                        let mut then_silent = false;
+                        match this.fault_at(&pending) {
+                            Some(Fault::SilentDrop) => {
+                                this.armed.silent.store(true, Ordering::SeqCst)
+                            }
+                            Some(Fault::ForwardThenSilent) => then_silent = true,
                             Some(Fault::Reset) => {
                                 reset_client.notify_one();
                                 return std::future::pending().await;
@@ -263,20 +367,21 @@ impl Connection {
                             }
                             None => {}
                         }
-                        if silent {
-                            pending.clear();
-                        } else {
+                        if !silent() {
                             counter.feed(&pending);
                             if server_write.write_all(&pending).await.is_err() {
                                 return;
                             }
-                            pending.clear();
+                        }
+                        pending.clear();
+                        if then_silent {
+                            this.armed.silent.store(true, Ordering::SeqCst);
                         }
                     }
                     tokio::select! {
                         read = client_read.read(&mut buf) => match read {
                             Ok(0) | Err(_) => return,
-                            Ok(_) if silent => {} // swallowed
+                            Ok(_) if silent() => {} // swallowed
                             Ok(n) => pending.extend_from_slice(&buf[..n]),
                         },
                         changed = modes.changed() => if changed.is_err() { return },
@@ -288,6 +393,7 @@ impl Connection {
             let client_write = client_write.clone();
             let reset_client = reset_client.clone();
             let modes = self.modes.clone();
+            let control = self.armed.clone();
             async move {
                 let mut buf = vec![0u8; 16 * 1024];
                 loop {
@@ -295,6 +401,9 @@ impl Connection {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
+                    if control.silent.load(Ordering::SeqCst) {
+                        continue; // discarded
+                    }
                     let lost = lose_answer.lock().expect("lose answer").take();
                     if let Some(fault) = lost {
                         // The statement ran; its answer goes nowhere.

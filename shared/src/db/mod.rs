@@ -20,18 +20,38 @@
 //! connection that resets on use, the connection killed under a statement, and the answer lost
 //! after a write was delivered.
 //!
-//! # Idle connections
+//! # Silent connections
 //!
-//! A connection idle for [`IDLE_SUSPECT_AFTER`] or longer (a Lambda instance frozen between
-//! invocations, a NAT or pooler that forgets idle flows) may be dead without a reset: its next
-//! statement would vanish until the deadline. Such a connection still serves the next statement,
-//! which costs nothing when it is alive, but that statement must answer within
-//! [`STALL_TIMEOUT`]; otherwise the connection is presumed dead, its statement is cancelled
-//! (in the background, in case it did arrive), the pool drops its other long-idle connections,
-//! and the statement is resent on a fresh connection. Reconnecting on every checkout after idle
-//! would be the simpler rule, but it costs a full connect (TLS and SCRAM to Neon) after every
-//! pause of a few seconds — the everyday case of a serverless API — to save a rare stall; see
-//! BENCHMARKS.md "Reconnect".
+//! A connection can go silent — bytes stop both ways, the socket stays open — and TCP will not
+//! notice for minutes: a NAT or pooler that forgot the flow while it was idle (a Lambda instance
+//! frozen between invocations), or, in the middle of a statement, a proxy failing over or a
+//! half-dead pooler link. So **every** statement must answer within [`STALL_TIMEOUT`], a timer
+//! on the statement already in flight (no extra round trip). Otherwise its connection is
+//! presumed dead: the statement is cancelled in the background (in case it did arrive) and the
+//! connection closed; the pool drops its long-idle connections (idle ≥ [`IDLE_SUSPECT_AFTER`]);
+//! and the statement is resent on a **fresh** connection, never on another pooled one, which the
+//! same event may have silenced too (a Lambda instance's pool has just the one).
+//!
+//! 500 ms: a live statement answers here in about a millisecond (on Neon in the same region, a
+//! few; the slowest request of a fully loaded local server, queueing included, ~70 ms: see
+//! BENCHMARKS.md "Load"), so a live one rarely reaches it, while a silent one costs 0.5 s plus
+//! a connect, far inside the 3 s deadline. Copies are bounded: behind the stalled statement's
+//! cancel goes a probe (`SELECT 1`); if it answers, the connection was alive and the database is
+//! slow (a row lock, a busy server), and no further copy is resent on a stall — the resend waits
+//! for its answer until the deadline: a slow but live statement costs one extra copy, never a
+//! storm. While stalled connections stay silent, up to [`MAX_STALL_RESENDS`] copies go out,
+//! 500 ms apart at most. A resend never waits on a stalled copy's locks past the deadline: that
+//! copy is cancelled as the resend goes out (a write that committed is found by its key), and
+//! the resend itself is cancelled at the deadline like any statement. Keeping an idle
+//! connection instead of reconnecting after every pause costs nothing when it is alive; a full
+//! connect (TLS and SCRAM to Neon) on every request after a pause of a few seconds — the
+//! everyday case of a serverless API — would cost more than the rare stall: see BENCHMARKS.md
+//! "Reconnect".
+//!
+//! Nothing keeps a transaction open across round trips (each statement is its own implicit
+//! transaction, which ends with its statement even when the client has vanished), so an
+//! abandoned copy holds its locks only until it finishes or its cancel arrives; the database's
+//! `statement_timeout` (`migrations/V3__server_timeouts.sql`) bounds a copy whose cancel was lost.
 //!
 //! # Deadlines and abandoned statements
 //!
@@ -49,8 +69,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, RecycleResult};
+use deadpool::managed::{self, Manager as _, Metrics, RecycleResult};
 use rustls::RootCertStore;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::config::{SslMode, SslNegotiation};
 use tokio_postgres::error::SqlState;
@@ -67,18 +88,31 @@ mod cancel;
 /// that is down). Deadline + grace stays within the contract's 5 s.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
-/// Idle this long, a connection may have been dropped silently (see the module docs).
+/// Idle this long, a connection may have been dropped silently: after a stall, the pool drops
+/// such connections rather than try them one by one.
 pub const IDLE_SUSPECT_AFTER: Duration = Duration::from_secs(1);
 
-/// How long the first statement on a long-idle connection may take before the connection is
-/// presumed dead. A live connection answers a statement here in about a millisecond (Neon in
-/// the same region: a few); 500 ms leaves room for a busy database while keeping the first
-/// request after a silent drop well under a second plus one reconnect.
+/// How long any statement may go without an answer before its connection is presumed silent
+/// (see the module docs for why 500 ms).
 pub const STALL_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Resends of one statement, besides the deadline: a database that resets every connection
+/// Resends of one statement after a stall: three silent connections in one request are
+/// served, a fourth copy waits for its answer until the deadline. Once a stalled connection
+/// answers its probe, the database is slow, not the network, and no copy is resent on a stall
+/// any more: a slow but live statement costs one extra copy.
+pub const MAX_STALL_RESENDS: u32 = 3;
+
+/// How long a resend may take to connect before the attempt is given up and another made (the
+/// same event may silence a connection being opened): a connect takes ~5 ms here, 15–50 ms to
+/// Neon with TLS and SCRAM.
+const RESEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends of one statement, besides the deadline: a database that resets every connection
 /// is not hammered.
 const MAX_ATTEMPTS: u32 = 6;
+
+/// What asks a stalled connection whether it is alive.
+const PROBE: &str = "SELECT 1";
 
 /// A statement parameter and its PostgreSQL type (`query_typed` needs both).
 pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
@@ -230,10 +264,44 @@ pub struct Database {
 /// How one send of a statement ended.
 enum Attempt {
     Finished(Result<Vec<Row>, tokio_postgres::Error>),
-    /// No answer within [`STALL_TIMEOUT`] on a long-idle connection: presumed dead.
+    /// No answer within [`STALL_TIMEOUT`]: the connection is presumed silent.
     Stalled,
     /// Past the deadline, neither finished nor confirmed cancelled: nothing is known.
     Abandoned,
+}
+
+/// What the stalls of one statement have shown so far.
+#[derive(Default)]
+struct StallWatch {
+    /// Fires if the last stalled connection answers its probe; dropped if it stays silent.
+    last_stalled_was_alive: Option<oneshot::Receiver<()>>,
+    /// A stalled connection proved alive: statements are slow, connections are not silent.
+    database_is_slow: bool,
+}
+
+/// The connection a statement is sent on.
+enum Lease {
+    /// Returns to the pool when dropped.
+    Pooled(Object),
+    /// Opened for a resend when the pool could not give a fresh one: closed when dropped.
+    Unpooled(Connection),
+}
+
+impl Lease {
+    fn connection(&self) -> &Connection {
+        match self {
+            Self::Pooled(object) => object,
+            Self::Unpooled(connection) => connection,
+        }
+    }
+
+    /// Takes the connection out of the pool for good (it is broken, or silent).
+    fn discard(self) -> Connection {
+        match self {
+            Self::Pooled(object) => Object::take(object),
+            Self::Unpooled(connection) => connection,
+        }
+    }
 }
 
 impl Database {
@@ -271,8 +339,8 @@ impl Database {
     }
 
     /// Runs one statement within the request deadline, resending it on a fresh connection when
-    /// its connection broke or stalled after idle. The statement must be safe to send twice
-    /// (see the module docs).
+    /// its connection broke or went silent. The statement must be safe to send twice (see the
+    /// module docs).
     pub async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         let started = Instant::now();
         let result = self.query_until(sql, params, started + self.timeout).await;
@@ -286,24 +354,26 @@ impl Database {
         params: &[Param<'_>],
         deadline: Instant,
     ) -> Result<Vec<Row>, DbError> {
-        let mut attempts = 0;
+        let mut lease = Lease::Pooled(self.checkout(deadline).await?);
+        let mut sends = 0;
+        // Sends and failed connects since the statement was first sent, for the back-off.
+        let mut failures = 0;
+        let mut stalls = 0;
+        let mut watch = StallWatch::default();
         loop {
-            let connection = match self.checkout(deadline).await {
-                Ok(connection) => connection,
-                // A copy was sent and its connection broke: keep trying to learn its outcome.
-                Err(error) if attempts > 0 => {
-                    if self.pause_before_resend(attempts, deadline).await {
-                        continue;
-                    }
-                    return Err(error);
-                }
-                Err(error) => return Err(error),
-            };
-            attempts += 1;
-            let stall_at = (connection.idle >= IDLE_SUSPECT_AFTER)
+            sends += 1;
+            let stall_at = (stalls < MAX_STALL_RESENDS && !watch.database_is_slow)
                 .then(|| Instant::now() + STALL_TIMEOUT)
                 .filter(|at| *at < deadline);
-            let failure = match self.run(&connection, sql, params, stall_at, deadline).await {
+            let attempt = self
+                .run(
+                    lease.connection(),
+                    (sql, params),
+                    (stall_at, &mut watch),
+                    deadline,
+                )
+                .await;
+            let mut failure = match attempt {
                 Attempt::Finished(Ok(rows)) => return Ok(rows),
                 Attempt::Finished(Err(error)) => {
                     if error.code() == Some(&SqlState::QUERY_CANCELED) {
@@ -318,41 +388,51 @@ impl Database {
                     if !connection_is_broken(&error) {
                         return Err(DbError::Statement(error));
                     }
-                    drop(Object::take(connection));
+                    drop(lease.discard());
                     describe(&error)
                 }
                 Attempt::Stalled => {
-                    // The same network event most likely took the other idle connections too.
+                    stalls += 1;
+                    // A long-idle connection has had every chance to be forgotten by the same
+                    // NAT or pooler; recently used ones answer for themselves (their own timer).
                     self.pool
                         .retain(|_, metrics| metrics.last_used() < IDLE_SUSPECT_AFTER);
+                    let connection = lease.discard();
                     let failure = format!(
-                        "no answer within {STALL_TIMEOUT:?} after {:?} idle",
+                        "no answer within {STALL_TIMEOUT:?} (after {:?} idle)",
                         connection.idle
                     );
-                    self.cancel_then_close(Object::take(connection));
+                    watch.last_stalled_was_alive = Some(self.cancel_probe_then_close(connection));
                     failure
                 }
                 Attempt::Abandoned => {
                     // Close it so nothing queued on it (in the driver, or in PgBouncer's queue)
                     // can run later.
-                    drop(Object::take(connection));
+                    drop(lease.discard());
                     return Err(DbError::Unavailable("statement timed out".into()));
                 }
             };
-            if !self.pause_before_resend(attempts, deadline).await {
-                return Err(DbError::Unavailable(failure));
-            }
-            tracing::info!(cause = %failure, attempt = attempts, "connection lost; resending on a fresh one");
+            // A copy was sent and its connection is gone: keep trying to learn its outcome.
+            lease = loop {
+                failures += 1;
+                if sends >= MAX_ATTEMPTS || !self.pause_before_resend(failures, deadline).await {
+                    return Err(DbError::Unavailable(failure));
+                }
+                let connect_by = deadline.min(Instant::now() + RESEND_CONNECT_TIMEOUT);
+                match self.fresh_connection(connect_by).await {
+                    Ok(lease) => break lease,
+                    Err(error) => failure = error.to_string(),
+                }
+            };
+            tracing::info!(cause = %failure, send = sends + 1, "connection lost; resending on a fresh one");
         }
     }
 
-    /// Whether to send again after `attempts` sends: the first resend goes at once (the old
-    /// connection is simply gone), later ones back off while the database restarts.
-    async fn pause_before_resend(&self, attempts: u32, deadline: Instant) -> bool {
-        if attempts >= MAX_ATTEMPTS {
-            return false;
-        }
-        let pause = match attempts {
+    /// Whether to try again after `failures` sends or connects that failed: the first resend
+    /// goes at once (the old connection is simply gone), later ones back off while the
+    /// database restarts.
+    async fn pause_before_resend(&self, failures: u32, deadline: Instant) -> bool {
+        let pause = match failures {
             0 | 1 => Duration::ZERO,
             n => Duration::from_millis(50 << (n - 2).min(3)),
         };
@@ -364,25 +444,55 @@ impl Database {
         true
     }
 
-    /// Sends the statement and waits for its answer: until `stall_at` on a long-idle connection
-    /// (then [`Attempt::Stalled`]), else until `deadline`. Past the deadline, sends a cancel
+    /// A connection opened for a resend, never one that was idle in the pool (the event that
+    /// silenced or broke the last one may have hit those too). It joins the pool when the pool
+    /// has room and nothing idle to offer instead (always, on a Lambda instance's pool of one);
+    /// otherwise it is used once and closed.
+    async fn fresh_connection(&self, deadline: Instant) -> Result<Lease, DbError> {
+        let status = self.pool.status();
+        if status.size < status.max_size && status.available == 0 {
+            let object = self.checkout(deadline).await?;
+            // Recycled means it came from the idle list after all (returned meanwhile).
+            if Object::metrics(&object).recycle_count == 0 {
+                return Ok(Lease::Pooled(object));
+            }
+        }
+        match timeout_at(deadline, self.pool.manager().create()).await {
+            Ok(Ok(connection)) => Ok(Lease::Unpooled(connection)),
+            Ok(Err(error)) => Err(DbError::Unavailable(describe(&error))),
+            Err(_elapsed) => Err(DbError::Unavailable("connect timed out".into())),
+        }
+    }
+
+    /// Sends the statement and waits for its answer: until `stall_at` if given (then
+    /// [`Attempt::Stalled`], unless the stalled connection before this one proves alive: then
+    /// the database is slow, and this copy waits on), else until `deadline`. Past the deadline, sends a cancel
     /// request and gives the statement [`CANCEL_GRACE`] to settle: it then either finished after
     /// all (its result is returned, so a write that committed is reported as done) or failed
     /// with `query_canceled`.
     async fn run(
         &self,
         connection: &Connection,
-        sql: &str,
-        params: &[Param<'_>],
-        stall_at: Option<Instant>,
+        (sql, params): (&str, &[Param<'_>]),
+        (stall_at, watch): (Option<Instant>, &mut StallWatch),
         deadline: Instant,
     ) -> Attempt {
         let client = &connection.client;
         let mut statement = std::pin::pin!(client.query_typed(sql, params));
         if let Some(stall_at) = stall_at {
-            match timeout_at(stall_at, &mut statement).await {
-                Ok(result) => return Attempt::Finished(result),
-                Err(_) => return Attempt::Stalled,
+            if let Ok(result) = timeout_at(stall_at, &mut statement).await {
+                return Attempt::Finished(result);
+            }
+            // The last stalled connection's probe has had as long as this copy: its verdict
+            // is due (it comes within STALL_TIMEOUT of the stall).
+            if let Some(alive) = watch.last_stalled_was_alive.take() {
+                tokio::select! {
+                    result = &mut statement => return Attempt::Finished(result),
+                    verdict = alive => watch.database_is_slow = verdict.is_ok(),
+                }
+            }
+            if !watch.database_is_slow {
+                return Attempt::Stalled;
             }
         }
         if let Ok(result) = timeout_at(deadline, &mut statement).await {
@@ -410,32 +520,46 @@ impl Database {
         }
     }
 
-    /// A stalled statement may have arrived after all (slow, not dead): it is cancelled so that
+    /// A stalled statement may have arrived after all (slow, not silent): it is cancelled so that
     /// it cannot commit after this request has been answered, in the background, while the
-    /// request is resent. The connection stays open until the cancel request has been
-    /// delivered: PgBouncer forgets a client once it closes, and then drops the client's cancel
-    /// request, leaving the statement running (`tests/network_faults.rs`,
-    /// `a_slow_statement_after_idle_is_resent_and_applied_once`).
-    fn cancel_then_close(&self, connection: Connection) {
+    /// request is resent. Behind it, a probe (`SELECT 1`) tells whether the connection was
+    /// alive: the returned receiver fires if it answers within [`STALL_TIMEOUT`], and is
+    /// dropped otherwise (a round trip paid only after a stall).
+    /// The connection stays open until the cancel request has been delivered: PgBouncer forgets
+    /// a client once it closes, and then drops the client's cancel request, leaving the
+    /// statement running (`tests/network_faults.rs`,
+    /// `a_slow_statement_is_resent_once_and_applied_once`).
+    fn cancel_probe_then_close(&self, connection: Connection) -> oneshot::Receiver<()> {
+        let (alive, answered) = oneshot::channel();
         let token = connection.client.cancel_token();
         let target = self.cancel_target.clone();
         let tls = self.tls.clone();
         tokio::spawn(async move {
-            let sent = match target {
-                Some(target) => {
-                    tokio::time::timeout(
-                        CANCEL_GRACE,
-                        cancel::cancel(&token, &target, tls.connector()),
-                    )
-                    .await
+            let probe = async {
+                // Any answer from the server, even "canceled" (the cancel may hit the probe).
+                let answer =
+                    tokio::time::timeout(STALL_TIMEOUT, connection.client.query_typed(PROBE, &[]))
+                        .await;
+                if answer.is_ok_and(|answer| {
+                    answer.map_or_else(|error| error.as_db_error().is_some(), |_| true)
+                }) {
+                    let _ = alive.send(());
                 }
-                None => return,
             };
-            if !matches!(sent, Ok(Ok(()))) {
-                tracing::info!("cancel request for a stalled connection did not go through");
-            }
+            let cancel = async {
+                let sent = match &target {
+                    Some(target) => cancel::cancel(&token, target, tls.connector()).await,
+                    None => Err("no TCP host to send a cancel request to".to_owned()),
+                };
+                if let Err(error) = sent {
+                    tracing::info!(%error, "cancel request for a stalled connection did not go through");
+                }
+            };
+            let _settled =
+                tokio::time::timeout(CANCEL_GRACE, async { tokio::join!(probe, cancel) }).await;
             drop(connection);
         });
+        answered
     }
 
     async fn checkout(&self, deadline: Instant) -> Result<Object, DbError> {
