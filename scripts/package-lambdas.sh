@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 limit=$((3 * 1024 * 1024))
-packages=(health list-tasks create-task get-task update-task delete-task toggle-task not-found)
+packages=(health list-tasks create-task get-task update-task delete-task toggle-task list-changes not-found)
 cargo lambda build --release --arm64 --output-format zip $(printf -- '-p %s ' "${packages[@]}")
 status=0
 printf '%-12s %10s %10s\n' function zip_bytes bootstrap
