@@ -129,7 +129,8 @@ impl ChangesQuery {
                         })?;
                 }
                 "since" => {
-                    parsed.since = Some(SyncToken::decode(&value, user_id).ok_or_else(invalid_since)?);
+                    parsed.since =
+                        Some(SyncToken::decode(&value, user_id).ok_or_else(invalid_since)?);
                 }
                 _ => {}
             }
@@ -322,7 +323,10 @@ mod tests {
         assert!(!page.has_more);
         assert_eq!((page.count, next(&page).position), (1, 9));
         let empty = ChangesPage::build(&query(Some((9, 9)), 2), read(9, 9, 0, &[]), "u").unwrap();
-        assert_eq!((empty.count, empty.has_more, next(&empty).position), (0, false, 9));
+        assert_eq!(
+            (empty.count, empty.has_more, next(&empty).position),
+            (0, false, 9)
+        );
     }
 
     #[test]

@@ -323,7 +323,9 @@ pub async fn changes(
         for row in rows {
             let (kind, position) = decode(row)?;
             let change = if kind == "delete" {
-                Change::Delete { id: row.try_get(4)? }
+                Change::Delete {
+                    id: row.try_get(4)?,
+                }
             } else {
                 Change::Upsert {
                     task: task_from_row(row, 4)?,
