@@ -40,9 +40,11 @@ ALTER TABLE tasks ALTER COLUMN change_seq SET NOT NULL;
 -- A page of changes walks the user's tasks by position.
 CREATE INDEX IF NOT EXISTS tasks_user_change_idx ON tasks (user_id, change_seq);
 
--- The primary key is the index a page (and the purge) walks.
+-- The primary key is the index a page (and the purge) walks. No foreign key, like
+-- `idempotency_keys`: the row is written under the user's row lock by the user's own delete,
+-- and the check would cost every delete a trigger and a lookup (the API never deletes users).
 CREATE TABLE IF NOT EXISTS task_deletions (
-    user_id    TEXT        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    user_id    TEXT        NOT NULL,
     change_seq BIGINT      NOT NULL,
     task_id    UUID        NOT NULL,
     deleted_at TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -75,10 +77,10 @@ CREATE TABLE IF NOT EXISTS task_deletions (
 --    `history_purged_through` takes no other lock (purging other users' history would lock
 --    their rows in arbitrary order). A user who never writes again keeps their last few
 --    deletion records, which is harmless (they are small, and only make tokens valid longer).
---    The four oldest by position are examined, and those past the retention deleted: records
---    are written in position order with `now()`, so they are old in that order (within the
---    length of a transaction), and the purge reads four index entries, however long the
---    history.
+--    The user's oldest record (by position) is read first, one index entry; only if it is past
+--    the retention are the four oldest examined and those past it deleted. Records are written
+--    in position order with `now()`, so they grow old in that order (within the length of a
+--    transaction), and the purge never walks the history, however long it is.
 CREATE OR REPLACE FUNCTION tasks_write_v2(
     op text, p_task_id uuid, p_user_id text, p_email text, p_key text, p_hash bytea,
     p_request_id uuid, p_key_retention float8, p_if_match timestamptz[], p_title varchar,
@@ -95,6 +97,7 @@ DECLARE
     new_seq bigint;
     written record;
     purged bigint;
+    oldest timestamptz;
 BEGIN
     SELECT k.request_id, k.request_hash, k.task_id, k.title, k.description, k.is_completed,
            k.created_at, k.updated_at
@@ -187,16 +190,18 @@ BEGIN
            ORDER BY k.expires_at LIMIT 4 FOR UPDATE SKIP LOCKED) batch
     WHERE expired.user_id = batch.user_id AND expired.key = batch.key;
 
-    WITH gone AS (
-        DELETE FROM task_deletions d
-        WHERE d.user_id = p_user_id
-          AND d.change_seq IN (SELECT o.change_seq FROM task_deletions o
-                               WHERE o.user_id = p_user_id ORDER BY o.change_seq LIMIT 4)
-          AND d.deleted_at < now() - p_history_retention * interval '1 second'
-        RETURNING d.change_seq
-    )
-    SELECT max(gone.change_seq) INTO purged FROM gone;
-    IF purged IS NOT NULL THEN
+    SELECT d.deleted_at INTO oldest FROM task_deletions d
+    WHERE d.user_id = p_user_id ORDER BY d.change_seq LIMIT 1;
+    IF oldest < now() - p_history_retention * interval '1 second' THEN
+        WITH gone AS (
+            DELETE FROM task_deletions d
+            WHERE d.user_id = p_user_id
+              AND d.change_seq IN (SELECT o.change_seq FROM task_deletions o
+                                   WHERE o.user_id = p_user_id ORDER BY o.change_seq LIMIT 4)
+              AND d.deleted_at < now() - p_history_retention * interval '1 second'
+            RETURNING d.change_seq
+        )
+        SELECT max(gone.change_seq) INTO purged FROM gone;
         UPDATE users u SET history_purged_through = GREATEST(u.history_purged_through, purged)
         WHERE u.id = p_user_id;
     END IF;
@@ -263,8 +268,13 @@ BEGIN
     FROM users u WHERE u.id = $1;
     counter := COALESCE(counter, 0);
     start := COALESCE($3, counter);
-    RETURN QUERY SELECT 'position'::text, counter, start, COALESCE(purge_mark, 0), NULL::uuid,
-        $1, NULL::varchar, NULL::text, NULL::boolean, NULL::timestamptz, NULL::timestamptz;
+    -- The header row, from the output variables (no statement to run).
+    kind := 'position';
+    change_seq := counter;
+    started := start;
+    purged := COALESCE(purge_mark, 0);
+    user_id := $1;
+    RETURN NEXT;
     RETURN QUERY
     SELECT c.* FROM (
         (SELECT 'upsert'::text, t.change_seq, NULL::int8, NULL::int8, t.id, t.user_id, t.title,
