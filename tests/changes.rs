@@ -742,7 +742,7 @@ async fn the_write_mechanism_is_written_once() {
     assert_eq!(core.matches("INSERT INTO idempotency_keys").count(), 1);
     assert_eq!(core.matches("DELETE FROM idempotency_keys").count(), 1);
     assert_eq!(
-        core.matches("change_seq + 1").count(),
+        core.matches("SET change_seq = u.change_seq + 1").count(),
         2,
         "create's upsert and the others' update"
     );

@@ -311,36 +311,35 @@ pub async fn changes(
         )
         .await
         .map_err(|error| error.naming(CHANGES_PARAMS))?;
-    let mut rows = rows.iter();
-    let header = rows
-        .next()
-        .ok_or_else(|| DbError::UnexpectedOutcome("no position row".to_owned()))?;
-    let decode = |row: &Row| -> Result<(String, i64), tokio_postgres::Error> {
-        Ok((row.try_get(0)?, row.try_get(1)?))
+    let Some((header, changes)) = rows.split_first() else {
+        return Err(DbError::UnexpectedOutcome("no position row".to_owned()));
     };
-    let read = (|| -> Result<ChangesRead, tokio_postgres::Error> {
-        let mut changes = Vec::with_capacity(rows.len());
-        for row in rows {
-            let (kind, position) = decode(row)?;
-            let change = if kind == "delete" {
-                Change::Delete {
-                    id: row.try_get(4)?,
-                }
-            } else {
-                Change::Upsert {
-                    task: task_from_row(row, 4)?,
-                }
-            };
-            changes.push((position, change));
-        }
-        Ok(ChangesRead {
-            latest: header.try_get(1)?,
-            started: header.try_get(2)?,
-            purged_through: header.try_get(3)?,
-            changes,
-        })
-    })();
-    read.map_err(DbError::Decode)
+    changes_read(header, changes).map_err(DbError::Decode)
+}
+
+/// The header row (`'position'`, counter, start, purge mark), then one row per change: kind,
+/// position, and the task columns from the fifth on (only the id for a delete).
+fn changes_read(header: &Row, rows: &[Row]) -> Result<ChangesRead, tokio_postgres::Error> {
+    let mut changes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let kind: &str = row.try_get(0)?;
+        let change = if kind == "delete" {
+            Change::Delete {
+                id: row.try_get(4)?,
+            }
+        } else {
+            Change::Upsert {
+                task: task_from_row(row, 4)?,
+            }
+        };
+        changes.push((row.try_get(1)?, change));
+    }
+    Ok(ChangesRead {
+        latest: header.try_get(1)?,
+        started: header.try_get(2)?,
+        purged_through: header.try_get(3)?,
+        changes,
+    })
 }
 
 pub async fn ping(db: &Database) -> Result<(), DbError> {
