@@ -155,7 +155,12 @@ async fn write<T>(
 ) -> Result<Outcome<T>, DbError> {
     let operation = operation.as_sql();
     let retention = key.retention_seconds();
-    let params: [Param; 13] = [
+    // On the heap: the write's future stays as small as before (the Lambda handler and the
+    // tests poll it on a thread's stack, which a debug build fills quickly).
+    let title = input.map(|i| &i.title);
+    let description = input.and_then(|i| i.description.as_ref());
+    let is_completed = input.and_then(|i| i.is_completed);
+    let params: Vec<Param> = vec![
         (&operation, Type::TEXT),
         (id, Type::UUID),
         (&who.user_id, Type::TEXT),
@@ -165,9 +170,9 @@ async fn write<T>(
         (&key.request_id, Type::UUID),
         (&retention, Type::FLOAT8),
         (if_match, Type::TIMESTAMPTZ_ARRAY),
-        (&input.map(|i| &i.title), Type::VARCHAR),
-        (&input.and_then(|i| i.description.as_ref()), Type::TEXT),
-        (&input.and_then(|i| i.is_completed), Type::BOOL),
+        (&title, Type::VARCHAR),
+        (&description, Type::TEXT),
+        (&is_completed, Type::BOOL),
         (&history_seconds, Type::FLOAT8),
     ];
     let rows = match db.query(WRITE, &params).await {
