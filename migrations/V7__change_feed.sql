@@ -80,7 +80,8 @@ CREATE TABLE IF NOT EXISTS task_deletions (
 --    `history_purged_through` takes no other lock (purging other users' history would lock
 --    their rows in arbitrary order). A user who never writes again keeps their last few
 --    deletion records, which is harmless (they are small, and only make tokens valid longer).
---    The user's oldest record (by position) is read first, one index entry; only if it is past
+--    Only when the user has kept records (`latest_deletion` > `history_purged_through`) is
+--    the user's oldest record (by position) read, one index entry; only if it is past
 --    the retention are the four oldest examined and those past it deleted. Records are written
 --    in position order with `now()`, so they grow old in that order (within the length of a
 --    transaction), and the purge never walks the history, however long it is.
@@ -101,6 +102,8 @@ DECLARE
     written record;
     purged bigint;
     oldest timestamptz;
+    deletions_through bigint;
+    purged_through bigint;
 BEGIN
     SELECT k.request_id, k.request_hash, k.task_id, k.title, k.description, k.is_completed,
            k.created_at, k.updated_at
@@ -144,13 +147,15 @@ BEGIN
         INSERT INTO users AS u (id, email, change_seq) VALUES (p_user_id, p_email, 1)
         ON CONFLICT (id) DO UPDATE
             SET change_seq = u.change_seq + 1, email = COALESCE(EXCLUDED.email, u.email)
-        RETURNING u.change_seq INTO new_seq;
+        RETURNING u.change_seq, u.latest_deletion, u.history_purged_through
+        INTO new_seq, deletions_through, purged_through;
     ELSE
         UPDATE users u SET change_seq = u.change_seq + 1, email = COALESCE(p_email, u.email),
             latest_deletion = CASE WHEN op = 'delete' THEN u.change_seq + 1
                                    ELSE u.latest_deletion END
         WHERE u.id = p_user_id
-        RETURNING u.change_seq INTO new_seq;
+        RETURNING u.change_seq, u.latest_deletion, u.history_purged_through
+        INTO new_seq, deletions_through, purged_through;
     END IF;
 
     CASE op
@@ -195,8 +200,11 @@ BEGIN
            ORDER BY k.expires_at LIMIT 4 FOR UPDATE SKIP LOCKED) batch
     WHERE expired.user_id = batch.user_id AND expired.key = batch.key;
 
-    SELECT d.deleted_at INTO oldest FROM task_deletions d
-    WHERE d.user_id = p_user_id ORDER BY d.change_seq LIMIT 1;
+    -- A user none of whose deletions is kept (most users, most of the time) has none to purge.
+    IF deletions_through > purged_through THEN
+        SELECT d.deleted_at INTO oldest FROM task_deletions d
+        WHERE d.user_id = p_user_id ORDER BY d.change_seq LIMIT 1;
+    END IF;
     IF oldest < now() - p_history_retention * interval '1 second' THEN
         WITH gone AS (
             DELETE FROM task_deletions d
@@ -211,8 +219,16 @@ BEGIN
         WHERE u.id = p_user_id;
     END IF;
 
-    RETURN QUERY SELECT 'written'::text, written.id, p_user_id, written.title,
-        written.description, written.is_completed, written.created_at, written.updated_at;
+    -- The answer row, from the output variables (no statement to run).
+    outcome := 'written';
+    id := written.id;
+    user_id := p_user_id;
+    title := written.title;
+    description := written.description;
+    is_completed := written.is_completed;
+    created_at := written.created_at;
+    updated_at := written.updated_at;
+    RETURN NEXT;
 END
 $fn$;
 
