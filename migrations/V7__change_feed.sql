@@ -11,8 +11,8 @@
 --   in `task_deletions` with its own position.
 -- - `users.history_purged_through` is the highest position of a purged deletion record: a sync
 --   token below it may have missed a deletion the server no longer knows (410).
--- - `users.latest_deletion` is the position of the user's latest deletion: a page after it reads
---   the user's tasks alone, as cheaply as a list page (most pages: deletions are rare).
+-- - `users.latest_deletion` is the position of the user's latest deletion: a user with no kept
+--   deletion record (`latest_deletion` <= `history_purged_through`) has nothing to purge.
 --
 -- The four V5 writes repeated the request-key lookup, the key record and the purges; here they
 -- are one PL/pgSQL function, `tasks_write_v2`, in which only the task step depends on the
@@ -263,62 +263,42 @@ LANGUAGE sql AS $fn$
 SELECT * FROM tasks_write_v2('delete', $1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, NULL, 2592000)
 $fn$;
 
--- One page of changes, read in one snapshot: a STABLE function's statements all see the
--- calling statement's snapshot, so the counter, the purge mark and the changes agree. Parameters:
--- $1 user id, $2 the token's position (0 from scratch), $3 where a from-scratch sync started
--- (NULL on its first page: the counter read here), $4 rows to fetch (limit + 1).
+-- One page of changes: one statement, so one snapshot (the counter, the purge mark and the
+-- changes agree). Parameters: $1 user id, $2 the token's position (0 from scratch), $3 where a
+-- from-scratch sync started (NULL on its first page: the counter read here), $4 rows to fetch
+-- (limit + 1).
 --
--- The first row is the header: kind 'position', change_seq = the user's counter, and in
--- `started` the sync's start, `purged` the purge mark. Then up to $4 changes in position order:
--- the user's tasks changed after $2 ('upsert'), and deletions after both $2 and the start
--- ('delete'): a deletion at or before the position where a from-scratch sync started removed a
--- task no page of that sync could list, so it never lists it. Each side is an index range scan
--- that stops after $4 rows; when the user's latest deletion is not after that point, the
--- deletions are not read at all (a page then costs what a list page of its size costs).
+-- Rows: the header (kind 'position', change_seq = the user's counter, `started` the sync's
+-- start, `purged` the purge mark; absent for a user who never wrote, i.e. all zero), up to $4 of
+-- the user's tasks changed after $2 ('upsert'), and up to $4 deletions after both $2 and the
+-- start ('delete'), each side in position order. The caller merges the two sides by position
+-- and keeps the first $4: one plain statement of three index range scans that stop early, which
+-- costs PostgreSQL what a list page of the same size costs (BENCHMARKS.md "Incremental sync").
+-- A deletion at or before the position where a from-scratch sync started removed a task no page
+-- of that sync could list, so that sync never lists it.
 CREATE OR REPLACE FUNCTION tasks_changes_v1(text, int8, int8, int8)
 RETURNS TABLE (kind text, change_seq int8, started int8, purged int8, id uuid, user_id text,
                title varchar, description text, is_completed boolean,
                created_at timestamptz, updated_at timestamptz)
 LANGUAGE plpgsql STABLE AS $fn$
 #variable_conflict use_column
-DECLARE
-    counter int8;
-    purge_mark int8;
-    deleted_at_position int8;
-    start int8;
 BEGIN
-    SELECT u.change_seq, u.history_purged_through, u.latest_deletion
-    INTO counter, purge_mark, deleted_at_position
-    FROM users u WHERE u.id = $1;
-    counter := COALESCE(counter, 0);
-    start := COALESCE($3, counter);
-    -- The header row, from the output variables (no statement to run).
-    kind := 'position';
-    change_seq := counter;
-    started := start;
-    purged := COALESCE(purge_mark, 0);
-    user_id := $1;
-    RETURN NEXT;
-    IF COALESCE(deleted_at_position, 0) <= GREATEST($2, start) THEN
-        RETURN QUERY
-        SELECT 'upsert'::text, t.change_seq, NULL::int8, NULL::int8, t.id, t.user_id, t.title,
-               t.description, t.is_completed, t.created_at, t.updated_at
-        FROM tasks t WHERE t.user_id = $1 AND t.change_seq > $2
-        ORDER BY t.change_seq LIMIT $4;
-        RETURN;
-    END IF;
     RETURN QUERY
-    SELECT c.* FROM (
-        (SELECT 'upsert'::text, t.change_seq, NULL::int8, NULL::int8, t.id, t.user_id, t.title,
-                t.description, t.is_completed, t.created_at, t.updated_at
-         FROM tasks t WHERE t.user_id = $1 AND t.change_seq > $2
-         ORDER BY t.change_seq LIMIT $4)
-        UNION ALL
-        (SELECT 'delete'::text, d.change_seq, NULL::int8, NULL::int8, d.task_id, d.user_id,
-                NULL::varchar, NULL::text, NULL::boolean, NULL::timestamptz, NULL::timestamptz
-         FROM task_deletions d WHERE d.user_id = $1 AND d.change_seq > GREATEST($2, start)
-         ORDER BY d.change_seq LIMIT $4)
-    ) c
-    ORDER BY 2 LIMIT $4;
+    SELECT 'position'::text, u.change_seq, COALESCE($3, u.change_seq), u.history_purged_through,
+           NULL::uuid, u.id, NULL::varchar, NULL::text, NULL::boolean, NULL::timestamptz,
+           NULL::timestamptz
+    FROM users u WHERE u.id = $1
+    UNION ALL
+    (SELECT 'upsert'::text, t.change_seq, NULL::int8, NULL::int8, t.id, t.user_id, t.title,
+            t.description, t.is_completed, t.created_at, t.updated_at
+     FROM tasks t WHERE t.user_id = $1 AND t.change_seq > $2
+     ORDER BY t.change_seq LIMIT $4)
+    UNION ALL
+    (SELECT 'delete'::text, d.change_seq, NULL::int8, NULL::int8, d.task_id, d.user_id,
+            NULL::varchar, NULL::text, NULL::boolean, NULL::timestamptz, NULL::timestamptz
+     FROM task_deletions d
+     WHERE d.user_id = $1
+       AND d.change_seq > GREATEST($2, COALESCE($3, (SELECT s.change_seq FROM users s WHERE s.id = $1)))
+     ORDER BY d.change_seq LIMIT $4);
 END
 $fn$;

@@ -316,35 +316,46 @@ pub async fn changes(
         )
         .await
         .map_err(|error| error.naming(CHANGES_PARAMS))?;
-    let Some((header, changes)) = rows.split_first() else {
-        return Err(DbError::UnexpectedOutcome("no position row".to_owned()));
-    };
-    changes_read(header, changes).map_err(DbError::Decode)
+    changes_read(&rows, started, fetch).map_err(DbError::Decode)
 }
 
-/// The header row (`'position'`, counter, start, purge mark), then one row per change: kind,
-/// position, and the task columns from the fifth on (only the id for a delete).
-fn changes_read(header: &Row, rows: &[Row]) -> Result<ChangesRead, tokio_postgres::Error> {
-    let mut changes = Vec::with_capacity(rows.len());
+/// The page read's rows in any order: the header (`'position'`: counter, start, purge mark; none
+/// for a user who never wrote), and up to `fetch` tasks and up to `fetch` deletions, each with
+/// its position and, from the fifth column, the task (only the id for a delete). The two sides
+/// are merged by position and the first `fetch` kept.
+fn changes_read(
+    rows: &[Row],
+    started: Option<i64>,
+    fetch: i64,
+) -> Result<ChangesRead, tokio_postgres::Error> {
+    let mut read = ChangesRead {
+        latest: 0,
+        started: started.unwrap_or(0),
+        purged_through: 0,
+        changes: Vec::with_capacity(rows.len()),
+    };
     for row in rows {
         let kind: &str = row.try_get(0)?;
-        let change = if kind == "delete" {
-            Change::Delete {
+        let change = match kind {
+            "position" => {
+                read.latest = row.try_get(1)?;
+                read.started = row.try_get(2)?;
+                read.purged_through = row.try_get(3)?;
+                continue;
+            }
+            "delete" => Change::Delete {
                 id: row.try_get(4)?,
-            }
-        } else {
-            Change::Upsert {
+            },
+            _ => Change::Upsert {
                 task: task_from_row(row, 4)?,
-            }
+            },
         };
-        changes.push((row.try_get(1)?, change));
+        read.changes.push((row.try_get(1)?, change));
     }
-    Ok(ChangesRead {
-        latest: header.try_get(1)?,
-        started: header.try_get(2)?,
-        purged_through: header.try_get(3)?,
-        changes,
-    })
+    read.changes.sort_by_key(|(position, _)| *position);
+    read.changes
+        .truncate(usize::try_from(fetch).unwrap_or(usize::MAX));
+    Ok(read)
 }
 
 pub async fn ping(db: &Database) -> Result<(), DbError> {
