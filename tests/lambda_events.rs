@@ -115,6 +115,16 @@ async fn every_route_event_is_served_by_its_function() {
         (404, Some("TASK_NOT_FOUND"))
     );
 
+    // The task was created and deleted: a sync from scratch started after both lists nothing.
+    let (status, _, json) = invoke(
+        &app,
+        Function::ListChanges,
+        &authorize(event("list-changes"), &token),
+    )
+    .await;
+    assert_eq!((status, json["count"].as_u64()), (200, Some(0)), "{json}");
+    assert_eq!(json["has_more"], false);
+
     let (status, _, json) = invoke(&app, Function::Health, &event("health")).await;
     assert_eq!((status, json["status"].as_str()), (200, Some("ok")));
 }

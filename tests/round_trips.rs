@@ -71,6 +71,13 @@ async fn every_route_costs_one_statement_and_no_new_connection_when_warm() {
         ),
         ("toggle", Method::PATCH, toggle, None, StatusCode::OK),
         ("delete", Method::DELETE, item, None, StatusCode::NO_CONTENT),
+        (
+            "changes",
+            Method::GET,
+            "/api/changes?limit=1".into(),
+            None,
+            StatusCode::OK,
+        ),
     ];
     let mut report = Vec::new();
     for (route, method, path, body, expected) in requests {

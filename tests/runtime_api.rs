@@ -120,6 +120,38 @@ async fn every_function_binary_serves_its_route_warm() {
     assert_eq!(document["statusCode"], 404);
     assert_eq!(body_json(&document)["error"]["code"], "TASK_NOT_FOUND");
 
+    // Positions so far: creates 1–3, update 4, toggles 5 and 6, delete 7. A sync from scratch
+    // lists the two remaining tasks in the order of their latest change, one per page.
+    let changes = Function::start("list-changes", &vars).await;
+    let mut e = authorize(event("list-changes"), &token);
+    let mut pages = Vec::new();
+    let mut query = "limit=1".to_owned();
+    loop {
+        e["rawQueryString"] = json!(query);
+        let document = changes.respond(&e).await;
+        assert_eq!(document["statusCode"], 200, "{document}");
+        let body = body_json(&document);
+        pages.push(body["data"].clone());
+        query = format!("limit=1&since={}", body["next_token"].as_str().unwrap());
+        if body["has_more"] == false {
+            break;
+        }
+    }
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    assert_eq!(pages[0][0]["task"]["id"], ids[2].as_str());
+    assert_eq!(pages[1][0]["task"]["id"], ids[0].as_str());
+    assert_eq!(pages[1][0]["op"], "upsert");
+    e["rawQueryString"] = json!(query);
+    let after = body_json(&changes.respond(&e).await);
+    assert_eq!(
+        (after["count"].as_u64(), &after["has_more"]),
+        (Some(0), &json!(false))
+    );
+    e["rawQueryString"] = json!("since=not-a-token");
+    let document = changes.respond(&e).await;
+    assert_eq!(document["statusCode"], 400);
+    assert_eq!(body_json(&document)["error"]["details"]["field"], "since");
+
     let health = Function::start("health", &vars).await;
     for _ in 0..2 {
         let document = health.respond(&event("health")).await;
@@ -129,7 +161,7 @@ async fn every_function_binary_serves_its_route_warm() {
     // Warm reuse: each function process holds exactly one connection, whatever it served.
     assert_eq!(
         common::connections_named(&app_name).await,
-        7,
+        8,
         "one connection per function process"
     );
 }

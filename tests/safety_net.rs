@@ -33,7 +33,7 @@ async fn a_value_the_database_refuses_is_named_in_the_log_without_its_content() 
         description: None,
         is_completed: None,
     };
-    let error = sql::create(&db, &who, &input, &key)
+    let error = sql::create(&db, &who, &input, &key, 2_592_000.0)
         .await
         .expect_err("PostgreSQL cannot store U+0000");
     let DbError::Rejected {

@@ -5,6 +5,7 @@ Tester-side helpers live here; everything else the tester knows comes from opena
 
 import base64
 import hashlib
+import os
 import re
 import uuid
 from pathlib import Path
@@ -41,13 +42,29 @@ schemathesis.openapi.format(
     ),
 )
 
+# `format: sync-token` (openapi.yaml, components/schemas/SyncToken): a `since` token is bound to its
+# user and valid only up to the positions that user reached, which no JSON Schema keyword can say.
+# The run's user (SCHEMATHESIS_USER, set by schemathesis.sh) always has position 0, and nothing of
+# theirs is purged during a run, so the token for (started 0, position 0) is valid; it is built the
+# way the server builds it (shared/src/tasks/changes.rs): unpadded base64url of [1][started u64]
+# [position u64][first 8 bytes of SHA-256("tasks-api sync token\0" + those 17 bytes + user id)].
+def _sync_token(user: str) -> str:
+    fields = bytes([1]) + (0).to_bytes(8, "big") + (0).to_bytes(8, "big")
+    tag = hashlib.sha256(b"tasks-api sync token\0" + fields + user.encode()).digest()[:8]
+    return base64.urlsafe_b64encode(fields + tag).decode().rstrip("=")
+
+
+_SYNC_TOKEN = _sync_token(os.environ.get("SCHEMATHESIS_USER", ""))
+schemathesis.openapi.format("sync-token", st.just(_SYNC_TOKEN))
+
 _CONDITIONAL_HEADERS = ("If-Match", "If-None-Match")
 
 
 # TESTER WORKAROUND (schemathesis 4.32.5, coverage phase): for a header whose pattern needs
 # characters outside [A-Za-z0-9] it sends "0" and still calls the case positive, and it fills an
 # optional `cursor` from `pattern`/`minLength` without the `page-cursor` format. Those values
-# break the document, so a 400 for them is right and is no finding. A positive case keeps every
+# break the document, so a 400 for them is right and is no finding. The same holds for `since`
+# (`format: sync-token`), filled from `pattern` with a token no server issued. A positive case keeps every
 # value the document allows; one it does not allow is dropped (the parameters are optional)
 # or, for a cursor, replaced by a real one derived from it.
 _ENTITY_TAG_CONDITION = re.compile(_DOCUMENT["components"]["schemas"]["EntityTagCondition"]["pattern"])
@@ -85,6 +102,8 @@ def map_case(context, case):
         digest = hashlib.sha256(str(cursor).encode()).digest()
         micros = int.from_bytes(digest[:6], "big")
         query["cursor"] = _cursor(micros, uuid.UUID(bytes=digest[16:32]))
+    if query.get("since") is not None:
+        query["since"] = _SYNC_TOKEN
     return case
 
 

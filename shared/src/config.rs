@@ -13,6 +13,11 @@ pub const DEFAULT_LOCAL_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432
 pub const DEFAULT_PORT: u16 = 8000;
 /// 503 comes within 5 s (CONTRACT); 3 s leaves room for the response on a slow network.
 pub const DEFAULT_DATABASE_TIMEOUT: Duration = Duration::from_secs(3);
+/// CONTRACT 1.2: deletion history is kept at least 30 days by default.
+pub const DEFAULT_CHANGES_RETENTION_SECONDS: u64 = 2_592_000;
+/// Any positive whole number is accepted; the purge uses at most 1,000 years, so that
+/// `now() - retention` stays a PostgreSQL timestamp (nothing that old exists to purge anyway).
+const MAX_CHANGES_RETENTION_SECONDS: u64 = 1_000 * 31_557_600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -73,6 +78,9 @@ pub struct Config {
     pub auth: AuthSettings,
     pub cors_allowed_origins: Vec<String>,
     pub port: u16,
+    /// `CHANGES_RETENTION_SECONDS`: how long deletions are kept for `GET /api/changes`, in
+    /// seconds (passed to every write, which purges its user's older ones).
+    pub changes_retention_seconds: f64,
 }
 
 impl Config {
@@ -150,6 +158,11 @@ impl Config {
             Some(raw) => parse_in_range("PORT", &raw, 1, u16::MAX as usize)? as u16,
             None => DEFAULT_PORT,
         };
+        let changes_retention_seconds = match get("CHANGES_RETENTION_SECONDS") {
+            Some(raw) => positive_whole_number("CHANGES_RETENTION_SECONDS", &raw)?
+                .min(MAX_CHANGES_RETENTION_SECONDS),
+            None => DEFAULT_CHANGES_RETENTION_SECONDS,
+        } as f64;
         let cors_allowed_origins = get("CORS_ALLOWED_ORIGINS")
             .map(|list| {
                 list.split(',')
@@ -168,8 +181,21 @@ impl Config {
             auth,
             cors_allowed_origins,
             port,
+            changes_retention_seconds,
         })
     }
+}
+
+/// Digits only, not all zeros; a number too large for `u64` is `u64::MAX`.
+fn positive_whole_number(var: &'static str, raw: &str) -> Result<u64, ConfigError> {
+    let digits = raw.trim();
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || digits.bytes().all(|b| b == b'0')
+    {
+        return Err(ConfigError::invalid(var, "must be a positive whole number"));
+    }
+    Ok(digits.parse().unwrap_or(u64::MAX))
 }
 
 fn parse_in_range(
@@ -267,10 +293,27 @@ mod tests {
             ("PORT", "0"),
             ("DATABASE_POOL_SIZE", "x"),
             ("DATABASE_TIMEOUT_MS", "1"),
+            ("CHANGES_RETENTION_SECONDS", "0"),
+            ("CHANGES_RETENTION_SECONDS", "-5"),
+            ("CHANGES_RETENTION_SECONDS", "1.5"),
+            ("CHANGES_RETENTION_SECONDS", "30d"),
         ] {
             let err = config(&[(var, value)], Runtime::Local).unwrap_err();
             assert!(err.to_string().contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn changes_retention_is_any_positive_whole_number() {
+        let retention = |vars: &[(&str, &str)]| {
+            config(vars, Runtime::Local)
+                .unwrap()
+                .changes_retention_seconds
+        };
+        assert_eq!(retention(&[]), 2_592_000.0);
+        assert_eq!(retention(&[("CHANGES_RETENTION_SECONDS", "2")]), 2.0);
+        let huge = retention(&[("CHANGES_RETENTION_SECONDS", &"9".repeat(40))]);
+        assert_eq!(huge, MAX_CHANGES_RETENTION_SECONDS as f64);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The seven route handlers, plus the two entry points that route to them.
+//! The eight route handlers, plus the two entry points that route to them.
 //!
 //! A handler takes its dependencies (`&State`) and the request; nothing here knows whether the
 //! request came from API Gateway or the local server. Checks run in the contract's order:
@@ -21,7 +21,8 @@ use crate::http::{ApiError, Function, ROUTES, body, json_response, resolve};
 use crate::idempotency::RequestKey;
 use crate::tasks::sql::Outcome;
 use crate::tasks::{
-    BodyKind, Cursor, ListQuery, Task, TaskEnvelope, TaskInput, TaskPage, parse_task_id, sql,
+    BodyKind, ChangesPage, ChangesQuery, Cursor, ListQuery, Task, TaskEnvelope, TaskInput,
+    TaskPage, parse_task_id, sql,
 };
 
 /// Marks a response that repeats an earlier request's answer (CONTRACT "Safe retries").
@@ -142,6 +143,7 @@ async fn handle(
     };
     let db = &state.db;
     let headers = request.headers();
+    let history = state.config.changes_retention_seconds;
     match function {
         Function::Health => Ok(health(state).await),
         Function::ListTasks => {
@@ -174,7 +176,7 @@ async fn handle(
         Function::CreateTask => {
             let input = task_input(request, BodyKind::Create)?;
             let key = RequestKey::for_request(headers, function, None, request.body().as_ref())?;
-            let outcome = sql::create(db, &who, &input, &key).await?;
+            let outcome = sql::create(db, &who, &input, &key, history).await?;
             answer(outcome, |task| {
                 let mut response = envelope(StatusCode::CREATED, task, "Task created successfully");
                 let location = format!("/api/tasks/{}", task.id);
@@ -198,14 +200,14 @@ async fn handle(
         Function::UpdateTask => {
             let input = task_input(request, BodyKind::Replace)?;
             let target = by_id(&who, request, function, task_id)?;
-            let outcome = sql::update(db, &target, &input).await?;
+            let outcome = sql::update(db, &target, &input, history).await?;
             answer(outcome, |task| {
                 envelope(StatusCode::OK, task, "Task updated successfully")
             })
         }
         Function::DeleteTask => {
             let target = by_id(&who, request, function, task_id)?;
-            answer(sql::delete(db, &target).await?, |()| {
+            answer(sql::delete(db, &target, history).await?, |()| {
                 let mut response = Response::new(Body::Empty);
                 *response.status_mut() = StatusCode::NO_CONTENT;
                 response
@@ -213,7 +215,7 @@ async fn handle(
         }
         Function::ToggleTask => {
             let target = by_id(&who, request, function, task_id)?;
-            answer(sql::toggle(db, &target).await?, |task| {
+            answer(sql::toggle(db, &target, history).await?, |task| {
                 let message = if task.is_completed {
                     "Task marked as complete"
                 } else {
@@ -221,6 +223,12 @@ async fn handle(
                 };
                 envelope(StatusCode::OK, task, message)
             })
+        }
+        Function::ListChanges => {
+            let query = ChangesQuery::parse(request.uri().query(), &who.user_id)?;
+            let read = sql::changes(db, &who, &query).await?;
+            let page = ChangesPage::build(&query, read, &who.user_id)?;
+            Ok(json_response(StatusCode::OK, &page))
         }
     }
 }

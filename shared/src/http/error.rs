@@ -44,6 +44,9 @@ pub enum ApiError {
     /// `If-Match` names none of the task's current entity tag, given here.
     #[error("precondition failed")]
     PreconditionFailed { etag: String },
+    /// A `since` token whose holder may have missed a deletion the server has since forgotten.
+    #[error("sync token expired")]
+    SyncTokenExpired,
     /// A dependency (the database or the JWKS endpoint) did not answer in time.
     #[error("service unavailable: {cause}")]
     Unavailable {
@@ -99,6 +102,7 @@ impl ApiError {
             Self::KeyInUse => StatusCode::CONFLICT,
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Self::SyncTokenExpired => StatusCode::GONE,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -116,6 +120,7 @@ impl ApiError {
             Self::KeyInUse => "IDEMPOTENCY_KEY_IN_USE",
             Self::KeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::PreconditionFailed { .. } => "PRECONDITION_FAILED",
+            Self::SyncTokenExpired => "SYNC_TOKEN_EXPIRED",
             Self::Unavailable { .. } => "SERVICE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
@@ -140,6 +145,10 @@ impl ApiError {
             }
             Self::PreconditionFailed { .. } => {
                 "The task has changed since the given ETag (If-Match)".to_owned()
+            }
+            Self::SyncTokenExpired => {
+                "This sync token is older than the kept history; sync again without since"
+                    .to_owned()
             }
             Self::Unavailable { .. } => {
                 "Service temporarily unavailable, please retry shortly".to_owned()

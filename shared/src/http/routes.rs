@@ -15,6 +15,7 @@ pub enum Function {
     UpdateTask,
     DeleteTask,
     ToggleTask,
+    ListChanges,
 }
 
 impl Function {
@@ -28,6 +29,7 @@ impl Function {
             Self::UpdateTask => "update-task",
             Self::DeleteTask => "delete-task",
             Self::ToggleTask => "toggle-task",
+            Self::ListChanges => "list-changes",
         }
     }
 }
@@ -45,7 +47,7 @@ pub const TASK_ID_PARAM: &str = "{task_id}";
 /// answers 404/405 from this table for everything the routes below do not match.
 pub const CATCH_ALL: &str = "not-found";
 
-pub const ROUTES: [Route; 7] = [
+pub const ROUTES: [Route; 8] = [
     Route {
         method: Method::GET,
         path: "/health",
@@ -80,6 +82,11 @@ pub const ROUTES: [Route; 7] = [
         method: Method::PATCH,
         path: "/api/tasks/{task_id}/toggle",
         function: Function::ToggleTask,
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/changes",
+        function: Function::ListChanges,
     },
 ];
 

@@ -8,51 +8,56 @@
 //! create upserts the author; the other writes refresh the stored email only when they changed a
 //! task (`EXISTS (SELECT 1 FROM task)`).
 //!
-//! # Writes: request key, precondition and outcome in the same statement
+//! # Writes: request key, precondition, change position and outcome in one call
 //!
-//! The four writes are PL/pgSQL functions (`migrations/V5__write_functions.sql`), each one
-//! statement run by one short call: PostgreSQL keeps their plans per server connection instead
-//! of parsing and planning a long statement on every request. Every write is wrapped the same
-//! way (see [`crate::idempotency`] for why):
+//! The four writes are one PL/pgSQL function, `tasks_write_v2` (`migrations/V7__change_feed.sql`),
+//! called once per request: PostgreSQL keeps its plans per server connection instead of parsing
+//! and planning a long statement on every request, and the mechanism every write shares is
+//! written once, with only the task step depending on the operation:
 //!
-//! - `prior` reads the request key's record; if there is one, nothing is written and the record
-//!   is the answer (`written` when this very request made it — a resend —, `replayed` for the
-//!   same request made earlier, `key_reused` for another request);
-//! - `current` (update, toggle, delete) locks the user's task, so the `If-Match` check, the write
-//!   and the 412's current ETag all see the same, newest version: of two writes sent with one
-//!   ETag, one wins and the other gets 412 with the winner's ETag;
-//! - `task` is the write itself, `recorded` stores the key with the task as answered, and
-//!   `purged` deletes a few expired keys, so retention needs no job of its own.
+//! - the request key's record, if there is one, is the answer and nothing is written (`written`
+//!   when this very request made it — a resend —, `replayed` for the same request made earlier,
+//!   `key_reused` for another request); see [`crate::idempotency`] for why;
+//! - update, toggle and delete lock the user's task, so the `If-Match` check, the write and the
+//!   412's current ETag all see the same, newest version: of two writes sent with one ETag, one
+//!   wins and the other gets 412 with the winner's ETag;
+//! - the user's change position moves (under the user row's lock, held until commit: see
+//!   [`super::changes`]), the task step runs, the key is recorded with the task as answered, and
+//!   a few expired keys and the user's expired deletion records are purged, so retention needs
+//!   no job of its own.
 //!
-//! Parameters shared by every write: `$1` task id, `$2` user id, `$3` email, `$4` key, `$5`
-//! request hash, `$6` request id, `$7` retention in seconds; `$8` the `If-Match` timestamps
-//! (NULL: no condition) for the writes by id. The statement returns at most one row,
-//! `(outcome, task columns…)`; no row means no such task for this user (404).
+//! Parameters: `$1` operation, `$2` task id, `$3` user id, `$4` email, `$5` key, `$6` request
+//! hash, `$7` request id, `$8` key retention in seconds, `$9` the `If-Match` timestamps (NULL: no
+//! condition), `$10`–`$12` the body's fields, `$13` deletion history retention in seconds. The
+//! call returns at most one row, `(outcome, task columns…)`; no row means no such task for this
+//! user (404).
 
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
+use super::changes::{Change, ChangesQuery, ChangesRead};
 use super::list::ListQuery;
 use super::model::{Task, TaskInput};
 use crate::auth::Identity;
 use crate::db::{Database, DbError, Param};
 use crate::idempotency::RequestKey;
 
-const CREATE: &str = "SELECT * FROM tasks_create_v1($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-const UPDATE: &str = "SELECT * FROM tasks_update_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-const TOGGLE: &str = "SELECT * FROM tasks_toggle_v1($1, $2, $3, $4, $5, $6, $7, $8)";
-const DELETE: &str = "SELECT * FROM tasks_delete_v1($1, $2, $3, $4, $5, $6, $7, $8)";
+const WRITE: &str =
+    "SELECT * FROM tasks_write_v2($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// The reads are PL/pgSQL functions too (`migrations/V6__read_functions.sql`), for their cached
 /// plans; they return the task columns in `task_from_row` order.
 const GET: &str = "SELECT * FROM tasks_get_v1($1, $2)";
 const LIST: &str = "SELECT * FROM tasks_list_v1($1, $2, $3, $4, $5)";
+/// One page of changes and the user's positions, in one snapshot (`migrations/V7__change_feed.sql`).
+const CHANGES: &str = "SELECT * FROM tasks_changes_v1($1, $2, $3, $4)";
 
-/// The parameters' names, `$1` first (a write's own after the shared `WRITE_PARAMS`), for the log when the database refuses one (a validation
+/// The parameters' names, `$1` first, for the log when the database refuses one (a validation
 /// rule is missing then: see `DbError::Rejected`).
 const WRITE_PARAMS: &[&str] = &[
+    "operation",
     "task id",
     "sub",
     "email",
@@ -60,12 +65,15 @@ const WRITE_PARAMS: &[&str] = &[
     "request hash",
     "request id",
     "retention",
+    "If-Match",
+    "title",
+    "description",
+    "is_completed",
+    "history retention",
 ];
-const CREATE_PARAMS: &[&str] = &["title", "description"];
-const UPDATE_PARAMS: &[&str] = &["If-Match", "title", "description", "is_completed"];
-const BY_ID_PARAMS: &[&str] = &["If-Match"];
 const GET_PARAMS: &[&str] = &["task id", "sub"];
 const LIST_PARAMS: &[&str] = &["sub", "status", "cursor", "cursor", "limit"];
+const CHANGES_PARAMS: &[&str] = &["sub", "since", "since", "limit"];
 
 /// Health probe: a statement that needs a live connection and nothing else.
 const PING: &str = "SELECT 1";
@@ -104,22 +112,74 @@ fn one_task(rows: Vec<Row>) -> Result<Option<Task>, DbError> {
         .map_err(DbError::Decode)
 }
 
-/// Runs a write statement and reads its outcome row; `answer` decodes what a success returns.
+/// Which write `tasks_write_v2` performs (its `$1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Create,
+    Update,
+    Toggle,
+    Delete,
+}
+
+impl Operation {
+    fn as_sql(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Toggle => "toggle",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// A write addressed by task id: who, which task, under which key, and the `If-Match`
+/// timestamps (`None`: no condition).
+pub struct ById<'a> {
+    pub who: &'a Identity,
+    pub id: Uuid,
+    pub key: RequestKey,
+    pub if_match: Option<Vec<OffsetDateTime>>,
+}
+
+/// Runs one write and reads its outcome row; `answer` decodes what a success returns.
 ///
 /// A unique violation means a concurrent copy of this write (same key) committed while this one
-/// ran: the statement is run once more, and now finds the winner's record. If that copy is
-/// still in the way, the conflict is the caller's answer (409).
+/// ran: the call is run once more, and now finds the winner's record. If that copy is still in
+/// the way, the conflict is the caller's answer (409).
 async fn write<T>(
     db: &Database,
-    (sql, own_names): (&str, &[&'static str]),
-    params: &[Param<'_>],
+    (operation, id, who, key, if_match): Target<'_>,
+    input: Option<&TaskInput>,
+    history_seconds: f64,
     answer: impl Fn(&Row) -> Result<T, tokio_postgres::Error>,
 ) -> Result<Outcome<T>, DbError> {
-    let rows = match db.query(sql, params).await {
-        Err(DbError::Conflict) => db.query(sql, params).await,
+    let operation = operation.as_sql();
+    let retention = key.retention_seconds();
+    // On the heap: the write's future stays as small as before (the Lambda handler and the
+    // tests poll it on a thread's stack, which a debug build fills quickly).
+    let title = input.map(|i| &i.title);
+    let description = input.and_then(|i| i.description.as_ref());
+    let is_completed = input.and_then(|i| i.is_completed);
+    let params: Vec<Param> = vec![
+        (&operation, Type::TEXT),
+        (id, Type::UUID),
+        (&who.user_id, Type::TEXT),
+        (&who.email, Type::TEXT),
+        (&key.key, Type::TEXT),
+        (&key.request_hash, Type::BYTEA),
+        (&key.request_id, Type::UUID),
+        (&retention, Type::FLOAT8),
+        (if_match, Type::TIMESTAMPTZ_ARRAY),
+        (&title, Type::VARCHAR),
+        (&description, Type::TEXT),
+        (&is_completed, Type::BOOL),
+        (&history_seconds, Type::FLOAT8),
+    ];
+    let rows = match db.query(WRITE, &params).await {
+        Err(DbError::Conflict) => db.query(WRITE, &params).await,
         other => other,
     }
-    .map_err(|error| error.naming(&[WRITE_PARAMS, own_names].concat()))?;
+    .map_err(|error| error.naming(WRITE_PARAMS))?;
     let Some(row) = rows.first() else {
         return Ok(Outcome::NotFound);
     };
@@ -136,42 +196,69 @@ async fn write<T>(
     })
 }
 
-/// `$1`–`$7`, the parameters every write shares (see the module docs).
-fn shared_params<'a>(
-    id: &'a Uuid,
-    who: &'a Identity,
-    key: &'a RequestKey,
-    retention: &'a f64,
-) -> Vec<Param<'a>> {
-    vec![
-        (id, Type::UUID),
-        (&who.user_id, Type::TEXT),
-        (&who.email, Type::TEXT),
-        (&key.key, Type::TEXT),
-        (&key.request_hash, Type::BYTEA),
-        (&key.request_id, Type::UUID),
-        (retention, Type::FLOAT8),
-    ]
-}
-
 fn task_answer(row: &Row) -> Result<Task, tokio_postgres::Error> {
     task_from_row(row, 1)
 }
 
+/// Creates a task; `history_seconds` is `CHANGES_RETENTION_SECONDS`, for the purge every write
+/// makes (so are the other writes').
 pub async fn create(
     db: &Database,
     who: &Identity,
     input: &TaskInput,
     key: &RequestKey,
+    history_seconds: f64,
 ) -> Result<Outcome<Task>, DbError> {
     let id = Uuid::now_v7();
-    let retention = key.retention_seconds();
-    let mut params = shared_params(&id, who, key, &retention);
-    params.extend::<[Param; 2]>([
-        (&input.title, Type::VARCHAR),
-        (&input.description, Type::TEXT),
-    ]);
-    write(db, (CREATE, CREATE_PARAMS), &params, task_answer).await
+    let target = (Operation::Create, &id, who, key, &None);
+    write(db, target, Some(input), history_seconds, task_answer).await
+}
+
+pub async fn update(
+    db: &Database,
+    target: &ById<'_>,
+    input: &TaskInput,
+    history_seconds: f64,
+) -> Result<Outcome<Task>, DbError> {
+    let by_id = by_id(Operation::Update, target);
+    write(db, by_id, Some(input), history_seconds, task_answer).await
+}
+
+pub async fn toggle(
+    db: &Database,
+    target: &ById<'_>,
+    history_seconds: f64,
+) -> Result<Outcome<Task>, DbError> {
+    let by_id = by_id(Operation::Toggle, target);
+    write(db, by_id, None, history_seconds, task_answer).await
+}
+
+pub async fn delete(
+    db: &Database,
+    target: &ById<'_>,
+    history_seconds: f64,
+) -> Result<Outcome<()>, DbError> {
+    let by_id = by_id(Operation::Delete, target);
+    write(db, by_id, None, history_seconds, |_| Ok(())).await
+}
+
+/// What every write names: operation, task id, author, request key, `If-Match` timestamps.
+type Target<'a> = (
+    Operation,
+    &'a Uuid,
+    &'a Identity,
+    &'a RequestKey,
+    &'a Option<Vec<OffsetDateTime>>,
+);
+
+fn by_id<'a>(operation: Operation, target: &'a ById<'_>) -> Target<'a> {
+    (
+        operation,
+        &target.id,
+        target.who,
+        &target.key,
+        &target.if_match,
+    )
 }
 
 pub async fn get(db: &Database, who: &Identity, id: Uuid) -> Result<Option<Task>, DbError> {
@@ -207,50 +294,68 @@ pub async fn list(db: &Database, who: &Identity, query: &ListQuery) -> Result<Ve
         .map_err(DbError::Decode)
 }
 
-/// A write addressed by task id: who, which task, under which key, and the `If-Match`
-/// timestamps (`None`: no condition).
-pub struct ById<'a> {
-    pub who: &'a Identity,
-    pub id: Uuid,
-    pub key: RequestKey,
-    pub if_match: Option<Vec<OffsetDateTime>>,
-}
-
-pub async fn update(
+/// One page read: the user's positions and up to `query.limit + 1` changes after the token's
+/// position, all from one snapshot (see [`super::changes`]).
+pub async fn changes(
     db: &Database,
-    target: &ById<'_>,
-    input: &TaskInput,
-) -> Result<Outcome<Task>, DbError> {
-    let retention = target.key.retention_seconds();
-    let mut params = shared_params(&target.id, target.who, &target.key, &retention);
-    params.extend::<[Param; 4]>([
-        (&target.if_match, Type::TIMESTAMPTZ_ARRAY),
-        (&input.title, Type::VARCHAR),
-        (&input.description, Type::TEXT),
-        (&input.is_completed, Type::BOOL),
-    ]);
-    write(db, (UPDATE, UPDATE_PARAMS), &params, task_answer).await
+    who: &Identity,
+    query: &ChangesQuery,
+) -> Result<ChangesRead, DbError> {
+    let since = query.since.map_or(0, |token| token.position);
+    let started = query.since.map(|token| token.started);
+    let fetch = query.limit + 1;
+    let rows = db
+        .query(
+            CHANGES,
+            &[
+                (&who.user_id, Type::TEXT),
+                (&since, Type::INT8),
+                (&started, Type::INT8),
+                (&fetch, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(|error| error.naming(CHANGES_PARAMS))?;
+    changes_read(&rows, started, fetch).map_err(DbError::Decode)
 }
 
-pub async fn toggle(db: &Database, target: &ById<'_>) -> Result<Outcome<Task>, DbError> {
-    by_id(db, TOGGLE, target, task_answer).await
-}
-
-pub async fn delete(db: &Database, target: &ById<'_>) -> Result<Outcome<()>, DbError> {
-    by_id(db, DELETE, target, |_| Ok(())).await
-}
-
-/// A write whose only parameters are the shared ones and `If-Match`.
-async fn by_id<T>(
-    db: &Database,
-    sql: &str,
-    target: &ById<'_>,
-    answer: impl Fn(&Row) -> Result<T, tokio_postgres::Error>,
-) -> Result<Outcome<T>, DbError> {
-    let retention = target.key.retention_seconds();
-    let mut params = shared_params(&target.id, target.who, &target.key, &retention);
-    params.push((&target.if_match, Type::TIMESTAMPTZ_ARRAY));
-    write(db, (sql, BY_ID_PARAMS), &params, answer).await
+/// The page read's rows in any order: the header (`'position'`: counter, start, purge mark; none
+/// for a user who never wrote), and up to `fetch` tasks and up to `fetch` deletions, each with
+/// its position and, from the fifth column, the task (only the id for a delete). The two sides
+/// are merged by position and the first `fetch` kept.
+fn changes_read(
+    rows: &[Row],
+    started: Option<i64>,
+    fetch: i64,
+) -> Result<ChangesRead, tokio_postgres::Error> {
+    let mut read = ChangesRead {
+        latest: 0,
+        started: started.unwrap_or(0),
+        purged_through: 0,
+        changes: Vec::with_capacity(rows.len()),
+    };
+    for row in rows {
+        let kind: &str = row.try_get(0)?;
+        let change = match kind {
+            "position" => {
+                read.latest = row.try_get(1)?;
+                read.started = row.try_get(2)?;
+                read.purged_through = row.try_get(3)?;
+                continue;
+            }
+            "delete" => Change::Delete {
+                id: row.try_get(4)?,
+            },
+            _ => Change::Upsert {
+                task: task_from_row(row, 4)?,
+            },
+        };
+        read.changes.push((row.try_get(1)?, change));
+    }
+    read.changes.sort_by_key(|(position, _)| *position);
+    read.changes
+        .truncate(usize::try_from(fetch).unwrap_or(usize::MAX));
+    Ok(read)
 }
 
 pub async fn ping(db: &Database) -> Result<(), DbError> {
