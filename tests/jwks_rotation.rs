@@ -203,7 +203,7 @@ async fn prefetch_loads_the_key_set_once_and_never_with_a_configured_one() {
         ..AuthSettings::default()
     };
     let token = fixture("eddsa.jwt");
-    let verifier = Verifier::new(&settings);
+    let verifier = Verifier::new(&settings).expect("verifier");
     verifier.prefetch().await;
     assert_eq!(jwks.hits(), 1);
     assert!(verifier.verify(&token).await.is_ok());
@@ -217,14 +217,15 @@ async fn prefetch_loads_the_key_set_once_and_never_with_a_configured_one() {
     let configured = Verifier::new(&AuthSettings {
         jwks_document: Some(fixture("eddsa.jwks.json")),
         ..settings.clone()
-    });
+    })
+    .expect("verifier");
     configured.prefetch().await;
     assert!(configured.verify(&token).await.is_ok());
     assert_eq!(jwks.hits(), 1, "JWKS_JSON: nothing to prefetch");
 
     // The JWKS is down during init and back by the first request: that request is answered.
     jwks.set_document(None);
-    let cold = Verifier::new(&settings);
+    let cold = Verifier::new(&settings).expect("verifier");
     cold.prefetch().await;
     assert_eq!(jwks.hits(), 2, "the prefetch tried");
     jwks.set_document(Some(fixture("eddsa.jwks.json")));

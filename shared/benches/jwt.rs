@@ -54,7 +54,7 @@ fn warm_verifier(name: &str) -> (Verifier, String, JwksServer) {
         audience: Some("https://app.example.com".into()),
         ..AuthSettings::default()
     };
-    let verifier = Verifier::new(&settings);
+    let verifier = Verifier::new(&settings).expect("verifier");
     runtime()
         .block_on(verifier.verify(&token))
         .expect("fixture token verifies");
@@ -89,7 +89,7 @@ fn verify_hs256(bencher: Bencher) {
         hs256_secret: Some(secret.to_owned().into()),
         ..AuthSettings::default()
     };
-    let verifier = Verifier::new(&settings);
+    let verifier = Verifier::new(&settings).expect("verifier");
     let options = TokenOptions {
         email: Some("b@example.com"),
         ttl_seconds: 3600,

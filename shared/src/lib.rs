@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
-//! The tasks API: everything the seven Lambda functions and the local server share.
+//! The tasks API: everything the nine Lambda functions and the local server share.
 //!
 //! Data flows one way: event → [`http::body`] (parse, bound, validate) → [`auth`] (who) →
 //! [`tasks::sql`] (one statement, user-scoped) → [`http::error`] / handler response.
@@ -37,7 +37,7 @@ impl State {
     /// is fetched on first use.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         let db = Database::new(config.database_url.expose_secret(), &config.database)?;
-        let verifier = Verifier::new(&config.auth);
+        let verifier = Verifier::new(&config.auth)?;
         Ok(Self {
             config,
             db,

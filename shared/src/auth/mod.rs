@@ -33,7 +33,7 @@ pub use cache::{Lifetime, TokenCache};
 pub use jwks::{JwksCache, JwksError, REFETCH_INTERVAL};
 pub use ring_crypto::install as install_crypto;
 
-use crate::config::AuthSettings;
+use crate::config::{AuthSettings, ConfigError};
 use crate::http::ApiError;
 use crate::http::error::MISSING_TOKEN;
 use crate::telemetry::Dependency;
@@ -77,26 +77,36 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(settings: &AuthSettings) -> Self {
+    /// The verifier for `settings`. `JWKS_JSON`, when set, is parsed here, once: a document
+    /// without a usable signing key is a configuration error (a function fails its init naming
+    /// the variable), not a silent fetch on every cold start.
+    pub fn new(settings: &AuthSettings) -> Result<Self, ConfigError> {
         install_crypto();
-        Self {
+        let configured = match settings.jwks_document.as_deref() {
+            Some(document) => match jwks::parse_key_set(document.as_bytes()) {
+                Ok(keys) if !keys.is_empty() => keys,
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "JWKS_JSON",
+                        "must be a JWKS document with at least one usable signing key",
+                    ));
+                }
+            },
+            None => Default::default(),
+        };
+        Ok(Self {
             hs256: settings
                 .hs256_secret
                 .as_ref()
                 .map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes())),
-            jwks: settings.jwks_url.clone().map(|url| {
-                // Checked by `Config`; an unparsable document would only mean fetching it.
-                let configured = settings
-                    .jwks_document
-                    .as_deref()
-                    .and_then(|document| jwks::parse_key_set(document.as_bytes()).ok())
-                    .unwrap_or_default();
-                JwksCache::new(url, configured)
-            }),
+            jwks: settings
+                .jwks_url
+                .clone()
+                .map(|url| JwksCache::new(url, configured)),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             verified: TokenCache::default(),
-        }
+        })
     }
 
     /// Loads Better Auth's key set now, for an instance's init (issue 17): when `JWKS_URL` is
@@ -286,6 +296,28 @@ mod tests {
             hs256_secret: Some(secret.to_owned().into()),
             ..AuthSettings::default()
         })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_configured_key_set_needs_a_usable_key() {
+        let key_set = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+        let settings = |document: &str| AuthSettings {
+            jwks_url: Some("https://a/jwks".into()),
+            jwks_document: Some(document.into()),
+            ..AuthSettings::default()
+        };
+        assert!(Verifier::new(&settings(key_set)).is_ok());
+        for unusable in ["{", r#"{"keys":[]}"#] {
+            let Err(err) = Verifier::new(&settings(unusable)) else {
+                panic!("{unusable} must be refused");
+            };
+            let text = err.to_string();
+            assert!(
+                text.contains("JWKS_JSON") && text.contains("usable signing key"),
+                "{text}"
+            );
+        }
     }
 
     fn mint(secret: &str, claims: &Value) -> String {
