@@ -130,16 +130,20 @@ async fn handle(
     }
     // A cold instance connects to the database while the token is verified (which may fetch
     // the JWKS), so its first response costs the longer of the two, not their sum. A refused
-    // token does not wait for the connection.
-    let mut prewarm = std::pin::pin!(state.db.prewarm());
+    // token does not wait for the connection; a failed connect is 503 once the token passed.
+    let mut connect = std::pin::pin!(state.db.connect_if_cold());
     let mut auth = std::pin::pin!(state.verifier.authenticate(request.headers()));
     let who = tokio::select! {
         who = &mut auth => {
             let who = who?;
-            prewarm.await;
+            connect.await?;
             who
         }
-        () = &mut prewarm => auth.await?,
+        connected = &mut connect => {
+            let who = auth.await?;
+            connected?;
+            who
+        }
     };
     let db = &state.db;
     let headers = request.headers();

@@ -10,6 +10,7 @@ pub mod db;
 pub mod handlers;
 pub mod http;
 pub mod idempotency;
+pub mod lambda;
 mod lambda_init;
 pub mod migrate;
 pub mod secrets;
@@ -34,7 +35,8 @@ pub struct State {
 
 impl State {
     /// Builds the state without any network I/O: the pool connects on first use and the JWKS
-    /// is fetched on first use.
+    /// is fetched on first use (the local server's lazy start; a Lambda function warms both up
+    /// in init, see [`lambda`]).
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         let db = Database::new(config.database_url.expose_secret(), &config.database)?;
         let verifier = Verifier::new(&config.auth)?;

@@ -4,11 +4,9 @@
 //! `METHOD_NOT_ALLOWED` with `Allow`, exactly as the local server answers it (API Gateway's own
 //! answer would be `{"message":"Not Found"}`). It needs no configuration and no database.
 
-use tasks_shared::handlers;
-use tasks_shared::lambda_http::{self, Error, service_fn};
+use tasks_shared::lambda_http::Error;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
-    lambda_http::run(service_fn(handlers::unmatched)).await
+    tasks_shared::lambda::run_unmatched().await
 }
