@@ -123,7 +123,8 @@ pub enum DbError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// A unique constraint fired: another copy of the same write (same request key, or the same
-    /// create resent) committed first. The caller runs the statement again to read its outcome.
+    /// create resent) committed first. [`Database::write`] runs the statement again to read its
+    /// outcome.
     #[error("conflicting concurrent write")]
     Conflict,
     /// The database rejected the statement: a bug, 500.
@@ -344,6 +345,21 @@ impl Database {
     pub async fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         let started = Instant::now();
         let result = self.query_until(sql, params, started + self.timeout).await;
+        crate::telemetry::add_db_time(started.elapsed());
+        result
+    }
+
+    /// [`Database::query`] for a write whose unique violation means "a concurrent copy of this
+    /// very write committed first" ([`DbError::Conflict`]): the statement runs once more to read
+    /// that copy's outcome, within the same deadline (so the request's 503 still comes within
+    /// the contract's 5 s).
+    pub async fn write(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let result = match self.query_until(sql, params, deadline).await {
+            Err(DbError::Conflict) => self.query_until(sql, params, deadline).await,
+            other => other,
+        };
         crate::telemetry::add_db_time(started.elapsed());
         result
     }

@@ -175,11 +175,10 @@ async fn write<T>(
         (&is_completed, Type::BOOL),
         (&history_seconds, Type::FLOAT8),
     ];
-    let rows = match db.query(WRITE, &params).await {
-        Err(DbError::Conflict) => db.query(WRITE, &params).await,
-        other => other,
-    }
-    .map_err(|error| error.naming(WRITE_PARAMS))?;
+    let rows = db
+        .write(WRITE, &params)
+        .await
+        .map_err(|error| error.naming(WRITE_PARAMS))?;
     let Some(row) = rows.first() else {
         return Ok(Outcome::NotFound);
     };
