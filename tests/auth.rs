@@ -246,7 +246,9 @@ fn fixture_user(name: &str) -> String {
 #[tokio::test]
 async fn real_better_auth_tokens_are_accepted_for_each_algorithm() {
     for name in ["eddsa", "es256", "rs256", "ps256"] {
-        let jwks = JwksServer::start(Some(fixture(&format!("{name}.jwks.json")))).await;
+        let jwks = JwksServer::start(Some(fixture(&format!("{name}.jwks.json"))))
+            .await
+            .expect("JWKS stub");
         let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
         let token = fixture(&format!("{name}.jwt"));
         let created = app
@@ -279,7 +281,9 @@ async fn real_better_auth_tokens_are_accepted_for_each_algorithm() {
 
 #[tokio::test]
 async fn better_auth_custom_issuer_and_audience_list() {
-    let jwks = JwksServer::start(Some(fixture("eddsa-custom-aud.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("eddsa-custom-aud.jwks.json")))
+        .await
+        .expect("JWKS stub");
     let app = better_auth_app(&jwks, "https://auth.example.com", "todo-api").await;
     let token = fixture("eddsa-custom-aud.jwt");
     assert_eq!(
@@ -305,7 +309,9 @@ async fn better_auth_refusals() {
         ("eddsa.jwks.json", "rs256.jwt"),
     ];
     for (keys, token) in cases {
-        let jwks = JwksServer::start(Some(fixture(keys))).await;
+        let jwks = JwksServer::start(Some(fixture(keys)))
+            .await
+            .expect("JWKS stub");
         let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
         let response = app
             .send(Method::GET, "/api/tasks", Some(&fixture(token)), None)
@@ -316,7 +322,9 @@ async fn better_auth_refusals() {
 
 #[tokio::test]
 async fn key_confusion_and_missing_kid_are_refused() {
-    let jwks = JwksServer::start(Some(fixture("rs256.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("rs256.jwks.json")))
+        .await
+        .expect("JWKS stub");
     let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let keys: Value = serde_json::from_str(&fixture("rs256.jwks.json")).unwrap();
     let kid = keys["keys"][0]["kid"].as_str().unwrap().to_owned();
@@ -360,7 +368,9 @@ async fn key_confusion_and_missing_kid_are_refused() {
 
 #[tokio::test]
 async fn unknown_kid_does_not_refetch_within_5_s_of_a_fetch() {
-    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json")))
+        .await
+        .expect("JWKS stub");
     let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let good = fixture("eddsa.jwt");
     assert_eq!(
@@ -393,7 +403,7 @@ async fn unknown_kid_does_not_refetch_within_5_s_of_a_fetch() {
 
 #[tokio::test]
 async fn jwks_outage_is_503_not_401_and_recovers() {
-    let jwks = JwksServer::start(None).await;
+    let jwks = JwksServer::start(None).await.expect("JWKS stub");
     let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let token = fixture("eddsa.jwt");
     let started = std::time::Instant::now();
@@ -479,7 +489,9 @@ async fn repeated_tokens_get_the_same_answer() {
     assert_eq!(ok(&fresh).await.status, StatusCode::OK);
 
     // A real Better Auth token: the same identity on every request, one JWKS fetch.
-    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json")))
+        .await
+        .expect("JWKS stub");
     let better_auth = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let token = fixture("eddsa.jwt");
     let user = fixture_user("eddsa");

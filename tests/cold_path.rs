@@ -19,7 +19,9 @@ const EACH: Duration = Duration::from_millis(600);
 #[tokio::test]
 async fn the_jwks_fetch_and_the_first_connection_overlap() {
     common::prepare_database().await;
-    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json")))
+        .await
+        .expect("JWKS stub");
     jwks.set_delay(EACH);
     let proxy = PgProxy::start(common::pooled_upstream()).await;
     proxy.delay_connects(EACH);
@@ -70,7 +72,9 @@ async fn the_jwks_fetch_and_the_first_connection_overlap() {
 async fn a_configured_key_set_needs_no_fetch_and_rotation_still_works() {
     common::prepare_database().await;
     // The URL already serves the rotated set.
-    let jwks = JwksServer::start(Some(fixture("es256.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("es256.jwks.json")))
+        .await
+        .expect("JWKS stub");
     let jwks_url = jwks.url();
     let configured = fixture("eddsa.jwks.json");
     let app = spawn_app_with(&[
@@ -108,7 +112,7 @@ async fn a_configured_key_set_needs_no_fetch_and_rotation_still_works() {
 #[tokio::test]
 async fn a_configured_key_set_serves_through_a_jwks_outage() {
     common::prepare_database().await;
-    let jwks = JwksServer::start(None).await;
+    let jwks = JwksServer::start(None).await.expect("JWKS stub");
     let jwks_url = jwks.url();
     let configured = fixture("eddsa.jwks.json");
     let app = spawn_app_with(&[

@@ -1091,7 +1091,9 @@ async fn jwks_tokens_get_the_same_claim_rules() {
         "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": "hostile",
         "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
     }]});
-    let jwks = common::jwks::JwksServer::start(Some(jwks_doc.to_string())).await;
+    let jwks = common::jwks::JwksServer::start(Some(jwks_doc.to_string()))
+        .await
+        .expect("JWKS stub");
     let app = spawn_app_with(&[("JWKS_URL", &jwks.url())]).await;
     let sign = |claims: &Value| {
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","kid":"hostile","typ":"JWT"}"#);

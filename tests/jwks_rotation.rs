@@ -89,7 +89,9 @@ async fn flood(
 
 #[tokio::test]
 async fn a_rotated_key_is_accepted_on_its_first_request_once_the_last_fetch_is_5_s_old() {
-    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json")))
+        .await
+        .expect("JWKS stub");
     let app = better_auth_app(&jwks, &[]).await;
     let (old, new) = (fixture("eddsa.jwt"), fixture("es256.jwt"));
     assert_eq!(list(&app, &old).await.status, StatusCode::OK);
@@ -115,7 +117,9 @@ async fn a_rotated_key_is_accepted_on_its_first_request_once_the_last_fetch_is_5
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_made_up_kids_costs_one_fetch_per_5_s_never_two_in_flight() {
-    let jwks = JwksServer::start(Some(key_sets(&["eddsa", "es256"]))).await;
+    let jwks = JwksServer::start(Some(key_sets(&["eddsa", "es256"])))
+        .await
+        .expect("JWKS stub");
     // A slow JWKS host (another region): the flood arrives while the one fetch is in flight.
     jwks.set_delay(Duration::from_millis(300));
     let app = better_auth_app(&jwks, &[]).await;
@@ -160,7 +164,7 @@ async fn a_flood_of_made_up_kids_costs_one_fetch_per_5_s_never_two_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jwks_outage_is_503_for_unknown_kids_with_one_attempt_per_5_s() {
-    let jwks = JwksServer::start(None).await;
+    let jwks = JwksServer::start(None).await.expect("JWKS stub");
     jwks.set_delay(Duration::from_millis(200));
     let app = better_auth_app(&jwks, &[]).await;
     let real = fixture("eddsa.jwt");
@@ -195,7 +199,9 @@ async fn a_jwks_outage_is_503_for_unknown_kids_with_one_attempt_per_5_s() {
 /// none at all with a configured key set; a failed one leaves the first request its own fetch.
 #[tokio::test]
 async fn prefetch_loads_the_key_set_once_and_never_with_a_configured_one() {
-    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json")))
+        .await
+        .expect("JWKS stub");
     let settings = AuthSettings {
         jwks_url: Some(jwks.url()),
         issuer: Some(BETTER_AUTH_URL.to_owned()),
@@ -238,7 +244,9 @@ async fn prefetch_loads_the_key_set_once_and_never_with_a_configured_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lambda_instance_accepts_a_rotated_key_once_its_last_fetch_is_5_s_old() {
     common::prepare_database().await;
-    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json")))
+        .await
+        .expect("JWKS stub");
     let vars = [
         ("DATABASE_URL", test_database_url()),
         ("JWKS_URL", jwks.url()),

@@ -307,7 +307,7 @@ async fn jwks_down(sent: &mut Sent) {
     };
 
     // Answering 500.
-    let jwks = JwksServer::start(None).await;
+    let jwks = JwksServer::start(None).await.expect("JWKS stub");
     let app = better_auth(jwks.url()).await;
     sent.jwt_secrets.push(app.secret.clone());
     for name in ["eddsa", "es256", "rs256", "ps256"] {
@@ -334,7 +334,9 @@ async fn jwks_down(sent: &mut Sent) {
         .assert_error(503, "SERVICE_UNAVAILABLE");
 
     // Up, and refusing: expired, a key it does not hold, another key's algorithm.
-    let jwks = JwksServer::start(Some(fixture("eddsa-expired.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("eddsa-expired.jwks.json")))
+        .await
+        .expect("JWKS stub");
     let app = better_auth(jwks.url()).await;
     sent.jwt_secrets.push(app.secret.clone());
     for token in [fixture("eddsa-expired.jwt"), fixture("es256.jwt")] {

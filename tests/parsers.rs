@@ -89,7 +89,9 @@ async fn context(setup: Setup) -> Ctx {
                 "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": KID,
                 "x": URL_SAFE_NO_PAD.encode(key.public_key().as_ref()),
             }]});
-            let jwks = JwksServer::start(Some(document.to_string())).await;
+            let jwks = JwksServer::start(Some(document.to_string()))
+                .await
+                .expect("JWKS stub");
             let app = spawn_app_with(&[
                 ("JWKS_URL", &jwks.url()),
                 ("JWT_ISSUER", ISSUER),

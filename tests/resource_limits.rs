@@ -495,7 +495,9 @@ async fn storm(app: &TestApp, wave: &str, sub: &str) -> (Vec<TestResponse>, Dura
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_storm_on_a_cold_instance_costs_one_jwks_fetch() {
-    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json")))
+        .await
+        .expect("JWKS stub");
     let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let sub = common::new_user_id();
     assert_eq!(
@@ -537,7 +539,9 @@ async fn an_unknown_kid_storm_on_a_cold_instance_costs_one_jwks_fetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_storm_mixed_with_good_tokens_costs_one_fetch_and_refuses_only_the_unknown()
 {
-    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json")))
+        .await
+        .expect("JWKS stub");
     // The JWKS host is slow (another region): the whole storm arrives during the one fetch.
     jwks.set_delay(Duration::from_millis(300));
     let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
@@ -570,7 +574,9 @@ async fn an_unknown_kid_storm_mixed_with_good_tokens_costs_one_fetch_and_refuses
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_storm_on_a_warm_instance_costs_no_fetch() {
-    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json"))).await;
+    let jwks = JwksServer::start(Some(fixture("eddsa.jwks.json")))
+        .await
+        .expect("JWKS stub");
     let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let good = fixture("eddsa.jwt");
     let response = app.send(Method::GET, "/api/tasks", Some(&good), None).await;
@@ -590,7 +596,7 @@ async fn an_unknown_kid_storm_on_a_warm_instance_costs_no_fetch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_storm_while_the_jwks_is_down_is_503_with_one_fetch_per_5_s() {
-    let jwks = JwksServer::start(None).await;
+    let jwks = JwksServer::start(None).await.expect("JWKS stub");
     let app = better_auth_app(&jwks, BETTER_AUTH_URL, BETTER_AUTH_URL).await;
     let sub = common::new_user_id();
     let (responses, elapsed) = storm(&app, "down", &sub).await;

@@ -1,14 +1,12 @@
 //! A JWKS endpoint over plain HTTP (the functions accept an `http://` `JWKS_URL`) whose
-//! document, availability and delay its owner controls, counting fetches: for loadgen,
-//! cold-bench and the JWT benchmark. A superset of `tests/common/jwks.rs` (same `url`, `hits`,
-//! `set_delay`, `set_document`; 500 while the document is `None`): that file can become
-//! `pub use tasks_tools::jwks::JwksServer;` plus its `fixture()`, with `.expect("JWKS")` after
-//! each `JwksServer::start(…).await` (this one returns the bind error instead of panicking).
+//! document, availability and delay its owner controls, recording the fetches it answers (how
+//! many, when the latest arrived, the most at once): for loadgen, cold-bench, the JWT benchmark
+//! and the tests (`tests/common/jwks.rs` re-exports it beside its fixtures and tokens).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
@@ -22,11 +20,33 @@ struct Behaviour {
     delay: Duration,
 }
 
+/// The fetches seen so far: how many, when the latest arrived, how many were being answered
+/// at once (a verifier must never have two in flight).
+#[derive(Default)]
+struct Fetches {
+    count: AtomicUsize,
+    last_arrival: Mutex<Option<Instant>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl Fetches {
+    fn arrived(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        *self
+            .last_arrival
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    }
+}
+
 /// Serves until dropped.
 pub struct JwksServer {
     pub address: SocketAddr,
     behaviour: Arc<Mutex<Behaviour>>,
-    hits: Arc<AtomicUsize>,
+    fetches: Arc<Fetches>,
     task: JoinHandle<()>,
 }
 
@@ -50,23 +70,27 @@ impl JwksServer {
             document: document.map(Bytes::from),
             delay: Duration::ZERO,
         }));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (shared, counter) = (behaviour.clone(), hits.clone());
+        let fetches = Arc::new(Fetches::default());
+        let (shared, seen) = (behaviour.clone(), fetches.clone());
         let task = crate::http_server::serve(listener, move |_peer, _request| {
-            counter.fetch_add(1, Ordering::SeqCst);
+            seen.arrived();
             let (document, delay) = {
                 let b = shared.lock().unwrap_or_else(PoisonError::into_inner);
                 (b.document.clone(), b.delay)
             };
+            let seen = seen.clone();
             async move {
                 tokio::time::sleep(delay).await;
+                // Before the answer is written: a client that waits for it cannot start its
+                // next fetch before this one stops counting.
+                seen.in_flight.fetch_sub(1, Ordering::SeqCst);
                 answer(document)
             }
         });
         Ok(Self {
             address,
             behaviour,
-            hits,
+            fetches,
             task,
         })
     }
@@ -78,7 +102,21 @@ impl JwksServer {
 
     /// Requests answered (or being answered) so far.
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.fetches.count.load(Ordering::SeqCst)
+    }
+
+    /// The most fetches that were ever being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.fetches.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// When the latest fetch arrived.
+    pub fn last_fetch_at(&self) -> Option<Instant> {
+        *self
+            .fetches
+            .last_arrival
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every answer comes `delay` late (a JWKS host in another region).
