@@ -85,7 +85,7 @@ def cost_per_million(mb, warm_ms, cold_ms):
 families = [("hs256", "HS256"), ("eddsa-json", "JWKS_JSON"), ("eddsa", "JWKS fetched")]
 print()
 print(f"cost: API Gateway HTTP API ${apigw:.2f}/M + Lambda requests ${requests:.2f}/M + arm64 "
-      f"${gb_second}/GB-s; {cold_rate:.1%} of requests cold, billed init + first invocation "
+      f"${gb_second:.10f}/GB-s; {cold_rate:.1%} of requests cold, billed init + first invocation "
       f"= the {cost_family} cold first response; the rest their warm latency (each rounded up to 1 ms)")
 print("| memory | CPU | " + " | ".join(f"{name} cold median / p90 ms" for _, name in families)
       + " | warm median ms | $ per million requests | of which Lambda GB-s |")
@@ -102,6 +102,6 @@ for mb in env["MEMORY"].split(","):
     else:
         cpu = f"{int(mb) / 1769:.1%} of a core"
         total = cost_per_million(mb, warm_ms, cold[(key, cost_family)][0])
-        price, compute = f"{total:.3f}", f"{total - apigw - requests:.3f}"
+        price, compute = f"{total:.4f}", f"{total - apigw - requests:.4f}"
     print(f"| {mb} | {cpu} | " + " | ".join(cells) + f" | {warm_ms:.2f} | {price} | {compute} |")
 EOF
