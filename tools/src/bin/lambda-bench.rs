@@ -6,9 +6,11 @@
 //!
 //!     cargo build --release -p health -p list-tasks …   (scripts/bench-lambda.sh does this)
 //!     lambda-bench --dir target/release --spawns 20 --warm 1000 [--memory 128 [--throttle always]]
+//!         [--function list-tasks]
 //!
 //! `--memory MB` runs each process under Lambda's CPU quota for that size (`lambda_cpu`:
-//! unthrottled init, then the quota; `--throttle always` from the spawn on).
+//! unthrottled init, then the quota; `--throttle always` from the spawn on). `--function NAME`
+//! measures that one function only (scripts/bench-power.sh needs list-tasks alone).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +31,8 @@ struct Options {
     warm: usize,
     database_url: String,
     cpu: CpuModel,
+    /// Only this function (`None`: all seven).
+    function: Option<String>,
 }
 
 fn options() -> Result<Options, String> {
@@ -38,6 +42,7 @@ fn options() -> Result<Options, String> {
         warm: 1000,
         database_url: "postgres://postgres@127.0.0.1:5432/tasks_bench".into(),
         cpu: CpuModel::WholeCore,
+        function: None,
     };
     let (mut memory, mut throttle) = (None, None);
     let count = |value: String, name: &str| {
@@ -57,6 +62,12 @@ fn options() -> Result<Options, String> {
             "--database-url" => options.database_url = value,
             "--memory" => memory = Some(value),
             "--throttle" => throttle = Some(value),
+            "--function" => {
+                if !ROUTES.iter().any(|route| route.function.name() == value) {
+                    return Err(format!("--function: no function named {value:?}"));
+                }
+                options.function = Some(value);
+            }
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -108,7 +119,8 @@ async fn run(options: Options) -> Result<(), String> {
         "| function | cold start median ms | cold max ms | status | warm median ms | warm p99 ms | peak RSS MiB |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for route in &ROUTES {
+    let chosen = |name: &str| options.function.as_deref().is_none_or(|only| only == name);
+    for route in ROUTES.iter().filter(|route| chosen(route.function.name())) {
         let function = route.function.name();
         let spec = FunctionSpec {
             name: function.to_owned(),
