@@ -370,6 +370,29 @@ impl Database {
         params: &[Param<'_>],
         deadline: Instant,
     ) -> Result<Vec<Row>, DbError> {
+        let mut stalled = Vec::new();
+        let result = self.send_until(sql, params, deadline, &mut stalled).await;
+        if matches!(result, Err(DbError::Unavailable(_))) {
+            // A 503 promises that nothing runs later: a stalled copy whose cancel request has
+            // not gone through yet is closed now, so that nothing held on its way (in a proxy,
+            // or queued in PgBouncer) can reach the database after the answer
+            // (`tests/outage.rs`, `a_write_answered_503_never_runs_later`).
+            for close in stalled {
+                let _ = close.send(());
+            }
+        }
+        result
+    }
+
+    /// [`Self::query_until`]'s sends; `stalled` collects a handle per stalled copy that
+    /// closes its connection at once.
+    async fn send_until(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        deadline: Instant,
+        stalled: &mut Vec<oneshot::Sender<()>>,
+    ) -> Result<Vec<Row>, DbError> {
         let mut lease = Lease::Pooled(self.checkout(deadline).await?);
         let mut sends = 0;
         // Sends and failed connects since the statement was first sent, for the back-off.
@@ -418,7 +441,9 @@ impl Database {
                         "no answer within {STALL_TIMEOUT:?} (after {:?} idle)",
                         connection.idle
                     );
-                    watch.last_stalled_was_alive = Some(self.cancel_probe_then_close(connection));
+                    let (alive, close) = self.cancel_probe_then_close(connection);
+                    watch.last_stalled_was_alive = Some(alive);
+                    stalled.push(close);
                     failure
                 }
                 Attempt::Abandoned => {
@@ -544,9 +569,14 @@ impl Database {
     /// The connection stays open until the cancel request has been delivered: PgBouncer forgets
     /// a client once it closes, and then drops the client's cancel request, leaving the
     /// statement running (`tests/network_faults.rs`,
-    /// `a_slow_statement_is_resent_once_and_applied_once`).
-    fn cancel_probe_then_close(&self, connection: Connection) -> oneshot::Receiver<()> {
+    /// `a_slow_statement_is_resent_once_and_applied_once`), unless the request is answered
+    /// 503 first: then the second handle returned closes it at once (see [`Self::query_until`]).
+    fn cancel_probe_then_close(
+        &self,
+        connection: Connection,
+    ) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
         let (alive, answered) = oneshot::channel();
+        let (close, close_now) = oneshot::channel();
         let token = connection.client.cancel_token();
         let target = self.cancel_target.clone();
         let tls = self.tls.clone();
@@ -571,11 +601,15 @@ impl Database {
                     tracing::info!(%error, "cancel request for a stalled connection did not go through");
                 }
             };
-            let _settled =
-                tokio::time::timeout(CANCEL_GRACE, async { tokio::join!(probe, cancel) }).await;
+            let settled = tokio::time::timeout(CANCEL_GRACE, async { tokio::join!(probe, cancel) });
+            // A dropped handle (the request got its answer) leaves the cancel to finish.
+            tokio::select! {
+                _ = settled => {}
+                Ok(()) = close_now => {}
+            }
             drop(connection);
         });
-        answered
+        (answered, close)
     }
 
     async fn checkout(&self, deadline: Instant) -> Result<Object, DbError> {
