@@ -406,14 +406,16 @@ async fn list_limit_is_1_to_500_default_100_and_a_page_never_holds_more() {
     // 501 tasks, inserted directly (setup, not the thing under test); one through the API
     // creates the user's row the way the API does.
     app.create_task(&token, "first").await;
+    // Each with its change position after the API's first one, as the write function numbers
+    // them (V7), and the user's counter moved past them.
     inspect()
         .await
-        .execute(
-            "INSERT INTO tasks (id, user_id, title, description)
-             SELECT gen_random_uuid(), $1, 'bulk ' || n, repeat('d', 5000)
-             FROM generate_series(1, 500) AS n",
-            &[&user],
-        )
+        .batch_execute(&format!(
+            "INSERT INTO tasks (id, user_id, title, description, change_seq)
+             SELECT gen_random_uuid(), '{user}', 'bulk ' || n, repeat('d', 5000), 1 + n
+             FROM generate_series(1, 500) AS n;
+             UPDATE users SET change_seq = 501 WHERE id = '{user}';"
+        ))
         .await
         .expect("bulk tasks");
     let list = |query: &'static str| {
