@@ -6,7 +6,7 @@
 #     over bench-cold.sh's slow network (DB 2 ms RTT with TLS + SCRAM, JWKS 50 ms RTT), every
 #     memory size interleaved in one cold-bench run so the machine's noise hits all alike, and a
 #     whole core ("none") as the reference;
-#   - the warm invocation latency (lambda-bench, list-tasks, median) at the same memory;
+#   - the warm invocation latency (lambda-bench, list-tasks, median and p99) at the same memory;
 #   - the cost per million requests: API Gateway HTTP API + Lambda requests + Lambda arm64
 #     GB-seconds, where a warm request bills its warm latency rounded up to 1 ms and a cold one
 #     (COLD_RATE of them) bills init + first invocation, i.e. its cold first response of
@@ -70,11 +70,11 @@ for line in open(os.path.join(raw, "cold.txt")):
         cold[(cells[0][len("now, "):], cells[1])] = (float(cells[2]), float(cells[3]), float(cells[4]))
 
 def warm(mb):
-    # lambda-bench's row: | list-tasks | cold median | cold max | status | warm median | ...
+    # lambda-bench's row: | list-tasks | cold median | cold max | status | warm median | warm p99 | ...
     for line in open(os.path.join(raw, f"warm-{mb}.txt")):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells[0] == "list-tasks":
-            return float(cells[4])
+            return float(cells[4]), float(cells[5])
     sys.exit(f"no list-tasks row in warm-{mb}.txt")
 
 def cost_per_million(mb, warm_ms, cold_ms):
@@ -88,7 +88,7 @@ print(f"cost: API Gateway HTTP API ${apigw:.2f}/M + Lambda requests ${requests:.
       f"${gb_second:.10f}/GB-s; {cold_rate:.1%} of requests cold, billed init + first invocation "
       f"= the {cost_family} cold first response; the rest their warm latency (each rounded up to 1 ms)")
 print("| memory | CPU | " + " | ".join(f"{name} cold median / p90 ms" for _, name in families)
-      + " | warm median ms | $ per million requests | of which Lambda GB-s |")
+      + " | warm median / p99 ms | $ per million requests | of which Lambda GB-s |")
 print("|---|---|" + "---|" * len(families) + "---|---|---|")
 for mb in env["MEMORY"].split(","):
     key = label(mb)
@@ -96,12 +96,12 @@ for mb in env["MEMORY"].split(","):
     for family, _ in families:
         median, p90, _ = cold[(key, family)]
         cells.append(f"{median:.1f} / {p90:.1f}")
-    warm_ms = warm(mb)
+    warm_ms, warm_p99 = warm(mb)
     if mb == "none":
         cpu, price, compute = "whole core", "—", "—"
     else:
         cpu = f"{int(mb) / 1769:.1%} of a core"
         total = cost_per_million(mb, warm_ms, cold[(key, cost_family)][0])
         price, compute = f"{total:.4f}", f"{total - apigw - requests:.4f}"
-    print(f"| {mb} | {cpu} | " + " | ".join(cells) + f" | {warm_ms:.2f} | {price} | {compute} |")
+    print(f"| {mb} | {cpu} | " + " | ".join(cells) + f" | {warm_ms:.2f} / {warm_p99:.2f} | {price} | {compute} |")
 EOF

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# PostgreSQL CPU per call (BENCHMARKS.md "Incremental sync"): the four writes before issue 18
-# (migrations up to V6, the V5 functions) and after it (V7: one write core that also moves the
-# user's change position), and a changes page against a list page of the same size.
+# PostgreSQL CPU per call (BENCHMARKS.md "Incremental sync"): the four writes at each schema
+# version of VERSIONS (migrations up to that one) — by default V6 (before issue 18: the V5
+# functions) and V7 (one write core that also moves the user's change position) — and, at the
+# last version, a changes page against a list page of the same size.
 #
-#   scripts/bench-sync-sql.sh        # CALLS=2000 ROUNDS=5 PAGE=100; PostgreSQL on 127.0.0.1:5432
+#   scripts/bench-sync-sql.sh        # CALLS=2000 ROUNDS=5 PAGE=100 VERSIONS="6 7"
+#                                    # PostgreSQL on 127.0.0.1:5432
 #
 # Each round runs CALLS creates, then a toggle, an update and a delete of each created task, as
 # separate autocommitted statements on one connection (the simple protocol parses and plans
@@ -15,6 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${CALLS:-2000} rounds=${ROUNDS:-5} page=${PAGE:-100}
+read -r -a versions <<<"${VERSIONS:-6 7}"
+last=${versions[-1]}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 pg() { psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
@@ -32,16 +36,16 @@ prepare() {
 
 # The SQL of one round: `mark <phase>` lines print the backend's CPU ticks so far.
 generate() {
-  python3 - "$1" "$2" "$calls" "$page" <<'PY'
+  python3 - "$1" "$2" "$calls" "$page" "$last" <<'PY'
 import sys, uuid
-schema, round_no, calls, page = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+version, round_no, calls, page, last = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 user = f"bench-{round_no}-{uuid.uuid4().hex}"
 out = ["SELECT pg_backend_pid() AS pid \\gset", "\\setenv BACKEND :pid"]
 mark = lambda phase: out.append(f"\\! printf '{phase} '; awk '{{print $14 + $15}}' /proc/$BACKEND/stat")
 def write(op, task):
     key = uuid.uuid4()
     shared = f"'{task}', '{user}', NULL, 'req {key}', '\\x00', '{key}', 300"
-    if schema == "before":
+    if version <= 6:
         args = {"create": f"{shared}, 'title', NULL", "update": f"{shared}, NULL, 'renamed', 'd', NULL",
                 "toggle": f"{shared}, NULL", "delete": f"{shared}, NULL"}[op]
         return f"SELECT outcome FROM tasks_{op}_v1({args});"
@@ -52,7 +56,7 @@ mark("start")
 for op in ["create", "toggle", "update", "delete"]:
     out.extend(write(op, t) for t in tasks)
     mark(op)
-if schema == "after":
+if version == last:
     reader = f"reader-{round_no}-{uuid.uuid4().hex}"
     user = reader
     out.extend(write("create", uuid.uuid4()) for _ in range(page))
@@ -73,17 +77,16 @@ per_call() {
 }
 
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $calls calls per phase, $rounds rounds, page $page"
-prepare tasks_bench_sync_before 6
-prepare tasks_bench_sync_after 999
+for version in "${versions[@]}"; do prepare "tasks_bench_sync_v$version" "$version"; done
 for round in $(seq 1 "$rounds"); do
-  for schema in before after; do
-    generate "$schema" "$round" >"$work/round.sql"
-    pg -d "tasks_bench_sync_$schema" -f "$work/round.sql" | grep -E '^[a-z-]+ [0-9]+$' \
-      | per_call | sed "s/^/$schema /" | tee -a "$work/results"
+  for version in "${versions[@]}"; do
+    generate "$version" "$round" >"$work/round.sql"
+    pg -d "tasks_bench_sync_v$version" -f "$work/round.sql" | grep -E '^[a-z-]+ [0-9]+$' \
+      | per_call | sed "s/^/V$version /" | tee -a "$work/results"
   done
 done
 echo "median µs of PostgreSQL CPU per call:"
 sort -k1,2 "$work/results" | awk '
   { key = $1 " " $2; values[key] = values[key] " " $3 }
   END { for (key in values) { n = split(values[key], v, " "); asort(v); print key, v[int((n + 1) / 2)] } }' | sort
-pg -d postgres -c "DROP DATABASE tasks_bench_sync_before" -c "DROP DATABASE tasks_bench_sync_after" >/dev/null
+for version in "${versions[@]}"; do pg -d postgres -c "DROP DATABASE tasks_bench_sync_v$version" >/dev/null; done

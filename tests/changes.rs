@@ -104,6 +104,17 @@ async fn write(
     app.send_raw(method, path, &headers, body).await
 }
 
+/// A write the contract refuses: route, body, `Idempotency-Key`, `If-Match`, then the expected
+/// status and error code.
+type Refusal<'a> = (
+    (Method, &'a str),
+    Option<&'a Value>,
+    Option<&'a str>,
+    Option<&'a str>,
+    u16,
+    &'a str,
+);
+
 /// The user's counter and purge mark as stored.
 async fn positions(db: &tokio_postgres::Client, user: &str) -> (i64, i64) {
     db.query_opt(
@@ -339,69 +350,26 @@ async fn replays_and_failed_writes_add_no_change() {
     )
     .await;
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    // Every refusal the contract orders before the write: none may move the counter.
     let other = json!({"title": "other"});
-    write(
-        &app,
-        &token,
-        (Method::POST, "/api/tasks"),
-        Some(&other),
-        Some("k-1"),
-        None,
-    )
-    .await
-    .assert_error(422, "IDEMPOTENCY_KEY_REUSED");
+    let empty = json!({"title": ""});
     let stale = "\"2020-01-01T00:00:00.000000Z\"";
-    write(
-        &app,
-        &token,
-        (Method::PATCH, &format!("{item}/toggle")),
-        None,
-        None,
-        Some(stale),
-    )
-    .await
-    .assert_error(412, "PRECONDITION_FAILED");
-    write(
-        &app,
-        &token,
-        (Method::DELETE, &item),
-        None,
-        Some("k-2"),
-        Some(stale),
-    )
-    .await
-    .assert_error(412, "PRECONDITION_FAILED");
+    let toggle = format!("{item}/toggle");
     let missing = format!("/api/tasks/{}", uuid::Uuid::now_v7());
-    write(
-        &app,
-        &token,
-        (Method::PUT, &missing),
-        Some(&other),
-        None,
-        None,
-    )
-    .await
-    .assert_error(404, "TASK_NOT_FOUND");
-    write(
-        &app,
-        &token,
-        (Method::DELETE, &missing),
-        None,
-        Some("k-3"),
-        None,
-    )
-    .await
-    .assert_error(404, "TASK_NOT_FOUND");
-    write(
-        &app,
-        &token,
-        (Method::PUT, &item),
-        Some(&json!({"title": ""})),
-        None,
-        None,
-    )
-    .await
-    .assert_error(400, "VALIDATION_ERROR");
+    #[rustfmt::skip]
+    let refused: [Refusal; 6] = [
+        ((Method::POST, "/api/tasks"), Some(&other), Some("k-1"), None, 422, "IDEMPOTENCY_KEY_REUSED"),
+        ((Method::PATCH, &toggle), None, None, Some(stale), 412, "PRECONDITION_FAILED"),
+        ((Method::DELETE, &item), None, Some("k-2"), Some(stale), 412, "PRECONDITION_FAILED"),
+        ((Method::PUT, &missing), Some(&other), None, None, 404, "TASK_NOT_FOUND"),
+        ((Method::DELETE, &missing), None, Some("k-3"), None, 404, "TASK_NOT_FOUND"),
+        ((Method::PUT, &item), Some(&empty), None, None, 400, "VALIDATION_ERROR"),
+    ];
+    for (route, body, key, if_match, status, code) in refused {
+        write(&app, &token, route, body, key, if_match)
+            .await
+            .assert_error(status, code);
+    }
 
     assert_eq!(
         positions(&db, &user).await,

@@ -20,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tasks_api::dev::{TokenOptions, mint_hs256};
+use tasks_tools::tokens::hs256_for;
 use tokio::process::Command;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -100,14 +100,7 @@ async fn busy_instances_scale_out_warm_ones_are_reused_idle_ones_exit() {
     assert_eq!(stats(&client, port).await["cold_starts"], 2);
 
     // The other routes reach their functions; headers and bodies survive the trip.
-    let token = mint_hs256(
-        secret,
-        &common::new_user_id(),
-        &TokenOptions {
-            ttl_seconds: 600,
-            ..TokenOptions::default()
-        },
-    );
+    let token = hs256_for(secret, &common::new_user_id());
     let bearer = format!("Bearer {token}");
     let (status, headers, body) = call(
         &client,

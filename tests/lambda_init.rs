@@ -16,9 +16,9 @@ use common::functions::{Function, body_json};
 use common::proxy::{Fault, Mode, PgProxy};
 use common::{inspect, prepare_database, test_database_url};
 use serde_json::{Value, json};
-use tasks_api::dev::{TokenOptions, mint_hs256};
 use tasks_shared::db::IDLE_SUSPECT_AFTER;
 use tasks_shared::lambda::WARM_UP_BOUND;
+use tasks_tools::tokens::hs256_for;
 
 const SECRET: &str = "lambda-init-test-secret-0123456789abcdef";
 /// The contract's bound on a 503 (default settings), counted from the process start.
@@ -26,17 +26,6 @@ const CONTRACT_503: Duration = Duration::from_secs(5);
 /// Process start and the rest of init on a busy machine (debug binaries): init may take this
 /// much longer than its warm-up wait.
 const INIT_SLACK: Duration = Duration::from_millis(1000);
-
-fn token(user: &str) -> String {
-    mint_hs256(
-        SECRET,
-        user,
-        &TokenOptions {
-            ttl_seconds: 600,
-            ..Default::default()
-        },
-    )
-}
 
 /// A function process whose database is behind `proxy`, and when it was started.
 async fn start(name: &str, proxy: &PgProxy) -> (Function, Instant) {
@@ -67,7 +56,7 @@ async fn init_duration(function: &Function, started: Instant) -> Duration {
 }
 
 fn list_event(user: &str) -> Value {
-    authorize(event("list-tasks"), &token(user))
+    authorize(event("list-tasks"), &hs256_for(SECRET, user))
 }
 
 #[tokio::test]
@@ -206,7 +195,7 @@ async fn a_connection_made_in_init_and_dropped_silently_before_the_first_event_s
 
     let user = common::new_user_id();
     let title = format!("after a silent drop {}", uuid::Uuid::now_v7());
-    let mut create = authorize(event("create-task"), &token(&user));
+    let mut create = authorize(event("create-task"), &hs256_for(SECRET, &user));
     create["body"] = json!(json!({ "title": title }).to_string());
     let sent = Instant::now();
     let document = function.respond(&create).await;

@@ -121,16 +121,18 @@ impl Setup {
 const SILENT_ANSWERED_WITHIN: Duration = Duration::from_millis(1500);
 
 impl Setup {
-    /// Sends a request whose connection is meant to go silent and checks the answer's status,
-    /// its time, and that the fault fired once (on this request's bytes), with one cancel
-    /// request and one fresh connection.
+    /// Aims `fault` at the first send carrying `pattern`, sends the request whose connection is
+    /// thus meant to go silent, and checks the answer's status, its time, and that the fault
+    /// fired once (on this request's bytes), with one cancel request and one fresh connection.
     async fn through_silence(
         &self,
         label: &str,
+        (fault, pattern): (Fault, &[u8]),
         (method, path, body): (Method, &str, Option<Value>),
         key: Option<&str>,
         status: StatusCode,
     ) -> TestResponse {
+        self.proxy.fault_on(fault, pattern);
         let started = Instant::now();
         let response = self.send_keyed(method, path, body, key).await;
         let elapsed = started.elapsed();
@@ -232,10 +234,7 @@ async fn a_lost_answer_is_recovered_for_every_write() {
     setup.proxy.fault_established(Fault::LoseAnswer);
     let (created, _) = create_after(&setup, "answer lost, create").await;
     assert!(created.header("idempotent-replayed").is_none());
-    let id = created.json()["data"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = created.task_id().to_string();
     let item = format!("/api/tasks/{id}");
 
     setup.proxy.fault_established(Fault::LoseAnswer);
@@ -363,10 +362,7 @@ async fn a_slow_statement_is_resent_once_and_applied_once() {
     let created = setup
         .send(Method::POST, "/api/tasks", Some(json!({ "title": "slow" })))
         .await;
-    let id = created.json()["data"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = created.task_id().to_string();
 
     let mut holder = inspect().await;
     let holder_pid: i32 = holder
@@ -451,12 +447,10 @@ async fn a_slow_statement_is_resent_once_and_applied_once() {
 async fn silent_after_the_write_arrived_answers_its_true_outcome() {
     let setup = warm_app().await;
     let title = format!("silent after create {}", uuid::Uuid::now_v7());
-    setup
-        .proxy
-        .fault_on(Fault::ForwardThenSilent, title.as_bytes());
     let created = setup
         .through_silence(
             "silent after the write arrived, create",
+            (Fault::ForwardThenSilent, title.as_bytes()),
             (Method::POST, "/api/tasks", Some(json!({ "title": title }))),
             None,
             StatusCode::CREATED,
@@ -464,19 +458,14 @@ async fn silent_after_the_write_arrived_answers_its_true_outcome() {
         .await;
     assert!(created.header("idempotent-replayed").is_none());
     assert_eq!(setup.count_titled(&title).await, 1, "created exactly once");
-    let id = created.json()["data"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let task_id: uuid::Uuid = id.parse().expect("task id");
+    let task_id = created.task_id();
+    let id = task_id.to_string();
     let item = format!("/api/tasks/{id}");
 
-    setup
-        .proxy
-        .fault_on(Fault::ForwardThenSilent, task_id.as_bytes().to_vec());
     let toggled = setup
         .through_silence(
             "silent after the write arrived, toggle",
+            (Fault::ForwardThenSilent, task_id.as_bytes()),
             (Method::PATCH, &format!("{item}/toggle"), None),
             None,
             StatusCode::OK,
@@ -485,12 +474,10 @@ async fn silent_after_the_write_arrived_answers_its_true_outcome() {
     assert_eq!(toggled.json()["data"]["is_completed"], true, "flipped once");
     assert_eq!(setup.stored(&id).await, Some((title.clone(), true)));
 
-    setup
-        .proxy
-        .fault_on(Fault::ForwardThenSilent, task_id.as_bytes().to_vec());
     let updated = setup
         .through_silence(
             "silent after the write arrived, update",
+            (Fault::ForwardThenSilent, task_id.as_bytes()),
             (Method::PUT, &item, Some(json!({ "title": "renamed" }))),
             None,
             StatusCode::OK,
@@ -500,11 +487,9 @@ async fn silent_after_the_write_arrived_answers_its_true_outcome() {
     assert_eq!(setup.stored(&id).await, Some(("renamed".into(), true)));
 
     setup
-        .proxy
-        .fault_on(Fault::ForwardThenSilent, task_id.as_bytes().to_vec());
-    setup
         .through_silence(
             "silent after the write arrived, delete",
+            (Fault::ForwardThenSilent, task_id.as_bytes()),
             (Method::DELETE, &item, None),
             None,
             StatusCode::NO_CONTENT,
@@ -546,28 +531,23 @@ async fn silent_twice_in_one_request_is_served_by_a_second_resend() {
 async fn silent_before_the_statement_arrived_is_resent() {
     let setup = warm_app().await;
     let title = format!("swallowed create {}", uuid::Uuid::now_v7());
-    setup.proxy.fault_on(Fault::SilentDrop, title.as_bytes());
     let created = setup
         .through_silence(
             "silent before the statement, create",
+            (Fault::SilentDrop, title.as_bytes()),
             (Method::POST, "/api/tasks", Some(json!({ "title": title }))),
             None,
             StatusCode::CREATED,
         )
         .await;
     assert_eq!(setup.count_titled(&title).await, 1, "created exactly once");
-    let id = created.json()["data"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let task_id: uuid::Uuid = id.parse().expect("task id");
+    let task_id = created.task_id();
+    let id = task_id.to_string();
 
-    setup
-        .proxy
-        .fault_on(Fault::SilentDrop, task_id.as_bytes().to_vec());
     let toggled = setup
         .through_silence(
             "silent before the statement, toggle",
+            (Fault::SilentDrop, task_id.as_bytes()),
             (Method::PATCH, &format!("/api/tasks/{id}/toggle"), None),
             None,
             StatusCode::OK,
@@ -586,10 +566,10 @@ async fn a_read_on_a_silent_connection_is_served() {
     let id = task["id"].as_str().expect("id").to_owned();
     let task_id: uuid::Uuid = id.parse().expect("task id");
     for fault in [Fault::SilentDrop, Fault::ForwardThenSilent] {
-        setup.proxy.fault_on(fault, setup.user.as_bytes());
         let listed = setup
             .through_silence(
                 &format!("{fault:?}, list"),
+                (fault, setup.user.as_bytes()),
                 (Method::GET, "/api/tasks", None),
                 None,
                 StatusCode::OK,
@@ -604,10 +584,10 @@ async fn a_read_on_a_silent_connection_is_served() {
             .collect();
         assert_eq!(titles, ["to read", "warm-up"]);
 
-        setup.proxy.fault_on(fault, task_id.as_bytes().to_vec());
         let got = setup
             .through_silence(
                 &format!("{fault:?}, get"),
+                (fault, task_id.as_bytes()),
                 (Method::GET, &format!("/api/tasks/{id}"), None),
                 None,
                 StatusCode::OK,
@@ -625,12 +605,10 @@ async fn a_keyed_write_through_silence_then_its_retry_is_the_same_task() {
     let key = format!("silent-{}", uuid::Uuid::now_v7());
     let title = format!("keyed through silence {key}");
     let body = json!({ "title": title });
-    setup
-        .proxy
-        .fault_on(Fault::ForwardThenSilent, title.as_bytes());
     let first = setup
         .through_silence(
             "silent after the keyed write arrived, create",
+            (Fault::ForwardThenSilent, title.as_bytes()),
             (Method::POST, "/api/tasks", Some(body.clone())),
             Some(&key),
             StatusCode::CREATED,

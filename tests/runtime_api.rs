@@ -11,8 +11,8 @@ use common::functions::{Function, body_json};
 use common::{prepare_database, test_database_url};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tasks_api::dev::{TokenOptions, mint_hs256};
 use tasks_tools::runtime_api::Outcome;
+use tasks_tools::tokens::hs256_for;
 
 const SECRET: &str = "runtime-api-test-secret-0123456789abcdef";
 
@@ -26,24 +26,13 @@ fn config(application_name: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn token(user: &str) -> String {
-    mint_hs256(
-        SECRET,
-        user,
-        &TokenOptions {
-            ttl_seconds: 600,
-            ..Default::default()
-        },
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_function_binary_serves_its_route_warm() {
     prepare_database().await;
     let app_name = format!("rt-{}", uuid::Uuid::now_v7().simple());
     let vars = config(&app_name);
     let user = common::new_user_id();
-    let token = token(&user);
+    let token = hs256_for(SECRET, &user);
 
     let create = Function::start("create-task", &vars).await;
     let mut ids = Vec::new();
@@ -171,7 +160,10 @@ async fn a_function_answers_only_its_own_route() {
     let vars = config("rt-wrong-route");
     let get = Function::start("get-task", &vars).await;
     let document = get
-        .respond(&authorize(event("list-tasks"), &token("someone")))
+        .respond(&authorize(
+            event("list-tasks"),
+            &hs256_for(SECRET, "someone"),
+        ))
         .await;
     assert_eq!(document["statusCode"], 404);
     assert_eq!(body_json(&document)["error"]["code"], "NOT_FOUND");
@@ -225,7 +217,7 @@ async fn database_down_at_cold_start_still_inits_and_answers_503() {
     assert!(document["headers"]["retry-after"].is_string());
     let list = Function::start("list-tasks", &vars).await;
     let document = list
-        .respond(&authorize(event("list-tasks"), &token("u")))
+        .respond(&authorize(event("list-tasks"), &hs256_for(SECRET, "u")))
         .await;
     assert_eq!(document["statusCode"], 503);
     assert_eq!(body_json(&document)["error"]["code"], "SERVICE_UNAVAILABLE");
@@ -244,7 +236,7 @@ async fn function_binaries_answer_true_outcomes_through_broken_connections() {
         ("JWT_SECRET", SECRET.to_owned()),
     ];
     let user = common::new_user_id();
-    let token = token(&user);
+    let token = hs256_for(SECRET, &user);
     let key = format!("rt-key-{}", uuid::Uuid::now_v7());
 
     let create = Function::start("create-task", &vars).await;

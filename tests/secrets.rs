@@ -13,7 +13,7 @@ use common::functions::{Function, body_json};
 use common::tools::{find, free_port, wait_for_port};
 use common::{prepare_database, test_database_url};
 use serde_json::json;
-use tasks_api::dev::{TokenOptions, mint_hs256};
+use tasks_tools::tokens::hs256_for;
 use tokio::process::{Child, Command};
 
 struct Moto {
@@ -91,14 +91,7 @@ async fn secrets_are_read_from_secrets_manager_at_cold_start() {
     vars.push(("DATABASE_URL_SECRET_ARN", db_arn));
     vars.push(("JWT_SECRET_ARN", jwt_arn));
     let function = Function::start("list-tasks", &vars).await;
-    let token = mint_hs256(
-        &jwt_secret,
-        "secrets-user",
-        &TokenOptions {
-            ttl_seconds: 600,
-            ..Default::default()
-        },
-    );
+    let token = hs256_for(&jwt_secret, "secrets-user");
     let mut list = event("list-tasks");
     list["headers"]["authorization"] = json!(format!("Bearer {token}"));
     let document = function.respond(&list).await;

@@ -25,8 +25,8 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use tasks_api::dev::{TokenOptions, mint_hs256};
 use tasks_tools::runtime_api::Outcome;
+use tasks_tools::tokens::hs256_for;
 use tokio::process::Command;
 
 const SECRET: &str = "warm-cpu-bench-secret-0123456789abcdef";
@@ -157,14 +157,7 @@ async fn warm_cpu_per_invocation_against_the_local_server() {
     prepare_database().await;
     let n = invocations();
     let user = common::new_user_id();
-    let token = mint_hs256(
-        SECRET,
-        &user,
-        &TokenOptions {
-            ttl_seconds: 3600,
-            ..Default::default()
-        },
-    );
+    let token = hs256_for(SECRET, &user);
 
     let port = free_port();
     let mut server = Command::new(binaries_dir().join("tasks-api"))

@@ -82,6 +82,15 @@ impl TestResponse {
         })
     }
 
+    /// The task id a task answer (`{"data": task}`) carries.
+    pub fn task_id(&self) -> uuid::Uuid {
+        let body = self.json();
+        body["data"]["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("no task id in {body}"))
+    }
+
     pub fn header(&self, name: impl header::AsHeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }

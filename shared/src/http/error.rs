@@ -59,6 +59,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The field a validation error names (unit tests of the parsers that produce them).
+    #[cfg(test)]
+    pub(crate) fn validation_field(self) -> Option<String> {
+        match self {
+            Self::Validation { field, .. } => field,
+            other => panic!("not a validation error: {other:?}"),
+        }
+    }
+
     pub fn validation(message: impl Into<String>) -> Self {
         Self::Validation {
             message: message.into(),

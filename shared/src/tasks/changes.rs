@@ -40,7 +40,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::list::{DEFAULT_LIMIT, MAX_LIMIT};
+use super::list::{DEFAULT_LIMIT, parse_limit};
 use super::model::Task;
 use crate::http::ApiError;
 
@@ -116,18 +116,7 @@ impl ChangesQuery {
         };
         for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             match key.as_ref() {
-                "limit" => {
-                    parsed.limit = value
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::invalid_field(
-                                "limit",
-                                format!("limit must be an integer from 1 to {MAX_LIMIT}"),
-                            )
-                        })?;
-                }
+                "limit" => parsed.limit = parse_limit(&value)?,
                 "since" => {
                     parsed.since =
                         Some(SyncToken::decode(&value, user_id).ok_or_else(invalid_since)?);
@@ -214,13 +203,6 @@ impl ChangesPage {
 mod tests {
     use super::*;
 
-    fn field(err: ApiError) -> Option<String> {
-        match err {
-            ApiError::Validation { field, .. } => field,
-            other => panic!("{other:?}"),
-        }
-    }
-
     #[test]
     fn tokens_round_trip_for_their_user_only() {
         let token = SyncToken {
@@ -273,7 +255,7 @@ mod tests {
         ] {
             assert_eq!(SyncToken::decode(raw, "alice"), None, "{raw}");
             let err = ChangesQuery::parse(Some(&format!("since={raw}")), "alice").unwrap_err();
-            assert_eq!(field(err).as_deref(), Some("since"), "{raw}");
+            assert_eq!(err.validation_field().as_deref(), Some("since"), "{raw}");
         }
     }
 
@@ -281,7 +263,7 @@ mod tests {
     fn bad_limits_name_their_field() {
         for limit in ["0", "501", "-1", "x", "", "1.5", "99999999999999999999"] {
             let err = ChangesQuery::parse(Some(&format!("limit={limit}")), "u").unwrap_err();
-            assert_eq!(field(err).as_deref(), Some("limit"), "{limit}");
+            assert_eq!(err.validation_field().as_deref(), Some("limit"), "{limit}");
         }
         assert_eq!(ChangesQuery::parse(None, "u").unwrap().limit, 100);
         assert_eq!(
@@ -332,9 +314,15 @@ mod tests {
     #[test]
     fn tokens_ahead_are_400_and_beyond_the_history_410() {
         let err = ChangesPage::build(&query(Some((0, 10)), 5), read(9, 0, 0, &[]), "u");
-        assert_eq!(field(err.unwrap_err()).as_deref(), Some("since"));
+        assert_eq!(
+            err.unwrap_err().validation_field().as_deref(),
+            Some("since")
+        );
         let err = ChangesPage::build(&query(Some((10, 0)), 5), read(9, 10, 0, &[]), "u");
-        assert_eq!(field(err.unwrap_err()).as_deref(), Some("since"));
+        assert_eq!(
+            err.unwrap_err().validation_field().as_deref(),
+            Some("since")
+        );
         let expired = ChangesPage::build(&query(Some((0, 4)), 5), read(9, 0, 5, &[]), "u");
         assert!(matches!(expired, Err(ApiError::SyncTokenExpired)));
         // A sync from scratch that started at 6 needs no deletion at or before 6.

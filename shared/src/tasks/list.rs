@@ -10,6 +10,20 @@ use crate::http::ApiError;
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 500;
 
+/// A page size parameter (`limit` of the list and of the changes feed): 1 to [`MAX_LIMIT`].
+pub(crate) fn parse_limit(value: &str) -> Result<i64, ApiError> {
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "limit",
+                format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+            )
+        })
+}
+
 /// PostgreSQL's `timestamptz` range in Unix microseconds: from 4714-11-24 00:00 BC (inclusive)
 /// to 294277-01-01 00:00 (exclusive). A value outside it is a data exception in the database, so
 /// a cursor carrying one (no cursor the server issued can) is malformed.
@@ -103,18 +117,7 @@ impl ListQuery {
                         }
                     }
                 }
-                "limit" => {
-                    parsed.limit = value
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::invalid_field(
-                                "limit",
-                                format!("limit must be an integer from 1 to {MAX_LIMIT}"),
-                            )
-                        })?;
-                }
+                "limit" => parsed.limit = parse_limit(&value)?,
                 "cursor" => {
                     parsed.after = Some(Cursor::decode(&value).ok_or_else(|| {
                         ApiError::invalid_field("cursor", "cursor is not a valid page cursor")
@@ -131,13 +134,6 @@ impl ListQuery {
 mod tests {
     use super::*;
     use time::macros::datetime;
-
-    fn field(err: ApiError) -> Option<String> {
-        match err {
-            ApiError::Validation { field, .. } => field,
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn defaults_and_values() {
@@ -165,7 +161,7 @@ mod tests {
             ("cursor=", "cursor"),
         ] {
             let err = ListQuery::parse(Some(query)).unwrap_err();
-            assert_eq!(field(err).as_deref(), Some(name), "{query}");
+            assert_eq!(err.validation_field().as_deref(), Some(name), "{query}");
         }
     }
 
