@@ -325,30 +325,23 @@ async fn replays_and_failed_writes_add_no_change() {
     let task = app.create_task(&token, "kept").await;
     let item = format!("/api/tasks/{}", task["id"].as_str().unwrap());
     let keyed = json!({"title": "keyed"});
-    let first = write(
-        &app,
-        &token,
-        (Method::POST, "/api/tasks"),
-        Some(&keyed),
-        Some("k-1"),
-        None,
-    )
-    .await;
-    assert_eq!(first.status, StatusCode::CREATED);
+    let create_keyed = || {
+        write(
+            &app,
+            &token,
+            (Method::POST, "/api/tasks"),
+            Some(&keyed),
+            Some("k-1"),
+            None,
+        )
+    };
+    assert_eq!(create_keyed().await.status, StatusCode::CREATED);
     let mut replica = Replica::default();
     replica.drain(&app, &token, 100).await;
     let before = positions(&db, &user).await;
     assert_eq!(before.0, 2);
 
-    let replay = write(
-        &app,
-        &token,
-        (Method::POST, "/api/tasks"),
-        Some(&keyed),
-        Some("k-1"),
-        None,
-    )
-    .await;
+    let replay = create_keyed().await;
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     // Every refusal the contract orders before the write: none may move the counter.
     let other = json!({"title": "other"});
