@@ -2,6 +2,7 @@
 # A/B load comparison (BENCHMARKS.md "Exactly-once writes: load"): two builds of the local
 # server, the same load generator, runs alternated so machine noise hits both alike.
 #   scripts/bench-compare.sh BEFORE_BIN AFTER_BIN      # ROUNDS=3 SECS=20 USERS=100 POOL=16
+# Prints each run, then the medians of the runs and their ratios (after / before).
 # Build a "before" binary from another commit with, e.g.:
 #   git worktree add --detach /tmp/before <commit> && \
 #   (cd /tmp/before && CARGO_TARGET_DIR=/tmp/before-target cargo build --release --bin tasks-api)
@@ -47,4 +48,21 @@ echo "machine: $(nproc) cores; $users users, ${secs}s per run, $rounds rounds"
 for _ in $(seq 1 "$rounds"); do
   run before "$before" 8081
   run after "$after" 8082
-done
+done | tee "${TMPDIR:-/tmp}/bench-compare.$$"
+# The medians of the runs, and after / before.
+awk '
+  /^== / { build = $2 }
+  /requests\/s:/ { rps[build] = rps[build] " " $4 }
+  /latency ms:/ { p95[build] = p95[build] " " $6 }
+  /cpu ms\/request:/ { server[build] = server[build] " " $4; pg[build] = pg[build] " " $6 }
+  function median(list,   v, n) { n = split(list, v, " "); asort(v); return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }
+  END {
+    print "median of the runs: | build | requests/s | p95 ms | server cpu ms/request | postgres cpu ms/request |"
+    for (i = 1; i <= 2; i++) {
+      b = i == 1 ? "before" : "after"
+      m[b, 1] = median(rps[b]); m[b, 2] = median(p95[b]); m[b, 3] = median(server[b]); m[b, 4] = median(pg[b])
+      printf "| %s | %.0f | %.2f | %.3f | %.3f |\n", b, m[b, 1], m[b, 2], m[b, 3], m[b, 4]
+    }
+    printf "| after / before | %.3f | %.3f | %.3f | %.3f |\n", m["after", 1] / m["before", 1], m["after", 2] / m["before", 2], m["after", 3] / m["before", 3], m["after", 4] / m["before", 4]
+  }' "${TMPDIR:-/tmp}/bench-compare.$$"
+rm -f "${TMPDIR:-/tmp}/bench-compare.$$"
