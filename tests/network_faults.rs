@@ -50,7 +50,10 @@ async fn warm_app() -> Setup {
     let app = spawn_app_with(&[("DATABASE_URL", &url), ("DATABASE_POOL_SIZE", "1")]).await;
     let (user, token) = app.new_user();
     app.create_task(&token, "warm-up").await;
-    assert_eq!(proxy.take_counts().connections, 1);
+    // One connection, plus a cancel request and a fresh connection if the machine held the
+    // warm-up's answer past the stall check (see `through_silence`).
+    let counts = proxy.take_counts();
+    assert_eq!(counts.connections, 1 + 2 * counts.cancels, "{counts:?}");
     Setup {
         proxy,
         app,
@@ -143,11 +146,20 @@ impl Setup {
             "{label}: {elapsed:?}"
         );
         assert_eq!(self.proxy.take_fired(), 1, "{label}: the fault fired");
-        assert_eq!(
-            self.proxy.take_counts().connections,
-            2,
-            "{label}: one cancel request, one fresh connection"
+        // Each stall costs one cancel request and one fresh connection. The silent connection
+        // is one stall; a second means the resend's healthy answer took longer than the stall
+        // check, which a saturated test machine can cause (seen in CI, 2026-12-03: the resend
+        // had committed, and the third copy read its outcome). The elapsed bound above
+        // leaves room for at most that one extra.
+        let counts = self.proxy.take_counts();
+        let fresh = counts.connections - counts.cancels;
+        assert!(
+            (1..=2).contains(&counts.cancels) && fresh == counts.cancels,
+            "{label}: one cancel request and one fresh connection per stall: {counts:?}"
         );
+        if counts.cancels > 1 {
+            eprintln!("{label}: the resend's answer too came after the stall check");
+        }
         response
     }
 }

@@ -13,6 +13,7 @@ use serde_json::json;
 fn one_statement() -> Counts {
     Counts {
         connections: 0,
+        cancels: 0,
         syncs: 1,
         parses: 1,
         queries: 0,

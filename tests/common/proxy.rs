@@ -91,8 +91,10 @@ pub struct PgProxy {
 /// What clients sent upstream, counted from the wire protocol.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// TCP connections opened through the proxy.
+    /// TCP connections opened through the proxy (cancel requests included).
     pub connections: usize,
+    /// Connections that carried a `CancelRequest` instead of a startup packet.
+    pub cancels: usize,
     /// Extended-protocol `Sync` messages: one per round trip.
     pub syncs: usize,
     /// `Parse` messages: one per statement sent with the extended protocol.
@@ -240,6 +242,9 @@ struct MessageCounter {
     started: bool,
 }
 
+/// A `CancelRequest`'s request code (1234 << 16 | 5678), after its length.
+const CANCEL_REQUEST_CODE: [u8; 4] = 80_877_102u32.to_be_bytes();
+
 impl MessageCounter {
     fn feed(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);
@@ -263,6 +268,8 @@ impl MessageCounter {
                     b'Q' => counts.queries += 1,
                     _ => {}
                 }
+            } else if length == 16 && self.buffer[4..8] == CANCEL_REQUEST_CODE {
+                self.counts.lock().expect("counts").cancels += 1;
             } else if length != 8 {
                 // Not an SSLRequest/GSSENCRequest: the startup packet; typed messages follow.
                 self.started = true;
