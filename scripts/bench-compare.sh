@@ -44,11 +44,13 @@ cpu_ms() {
   done
   awk -v t="$ticks" -v r="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", t * 1000 / hz / r }'
 }
+runs=$(mktemp)
+trap 'rm -f "$runs"' EXIT
 echo "machine: $(nproc) cores; $users users, ${secs}s per run, $rounds rounds"
 for _ in $(seq 1 "$rounds"); do
   run before "$before" 8081
   run after "$after" 8082
-done | tee "${TMPDIR:-/tmp}/bench-compare.$$"
+done | tee "$runs"
 # The medians of the runs, and after / before.
 awk '
   /^== / { build = $2 }
@@ -64,5 +66,4 @@ awk '
       printf "| %s | %.0f | %.2f | %.3f | %.3f |\n", b, m[b, 1], m[b, 2], m[b, 3], m[b, 4]
     }
     printf "| after / before | %.3f | %.3f | %.3f | %.3f |\n", m["after", 1] / m["before", 1], m["after", 2] / m["before", 2], m["after", 3] / m["before", 3], m["after", 4] / m["before", 4]
-  }' "${TMPDIR:-/tmp}/bench-compare.$$"
-rm -f "${TMPDIR:-/tmp}/bench-compare.$$"
+  }' "$runs"
